@@ -1,0 +1,78 @@
+"""gpubp: a small tensor autodiff engine on NumPy (CPU) and CuPy (NVIDIA GPU).
+
+>>> import gpubp as gp
+>>> x = gp.tensor([[1.0, 2.0]], requires_grad=True)
+>>> gp.sigmoid(x).sum().backward()
+"""
+
+from gpubp import cuda, nn, optim
+from gpubp.creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
+from gpubp.dtypes import bool_, float16, float32, float64, int32, int64, uint8
+from gpubp.grad_mode import enable_grad, is_grad_enabled, no_grad
+from gpubp.gradcheck import GradcheckError, GradcheckResult, gradcheck
+from gpubp.ops.activation import log_softmax, relu, sigmoid, softmax, tanh
+from gpubp.ops.convert import cast, move
+from gpubp.ops.dropout import dropout
+from gpubp.ops.elementwise import exp, log
+from gpubp.ops.linear import linear
+from gpubp.ops.loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss
+from gpubp.ops.matmul import matmul
+from gpubp.ops.reduce import max, mean, sum  # noqa: A004 (PyTorch's names)
+from gpubp.ops.shape import reshape, transpose
+from gpubp.random import get_rng_state, manual_seed, set_rng_state
+from gpubp.tensor import Function, Tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor",
+    "Function",
+    "tensor",
+    "zeros",
+    "ones",
+    "full",
+    "zeros_like",
+    "ones_like",
+    "randn",
+    "rand",
+    "arange",
+    "float16",
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "uint8",
+    "bool_",
+    "no_grad",
+    "enable_grad",
+    "is_grad_enabled",
+    "gradcheck",
+    "GradcheckError",
+    "GradcheckResult",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "softmax",
+    "log_softmax",
+    "exp",
+    "log",
+    "sum",
+    "mean",
+    "max",
+    "matmul",
+    "reshape",
+    "transpose",
+    "linear",
+    "dropout",
+    "cross_entropy",
+    "mse_loss",
+    "binary_cross_entropy_with_logits",
+    "cast",
+    "move",
+    "manual_seed",
+    "get_rng_state",
+    "set_rng_state",
+    "cuda",
+    "nn",
+    "optim",
+]

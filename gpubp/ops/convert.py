@@ -1,0 +1,50 @@
+"""Changing a tensor's dtype or device explicitly; gradients flow back unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpubp import dtypes
+from gpubp.backends import Backend, get_backend
+from gpubp.tensor import Function, Tensor
+
+
+class Cast(Function):
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = dtype
+
+    def forward(self, a: Any) -> Any:
+        self.in_dtype = a.dtype
+        return a.astype(self.dtype)
+
+    def backward(self, g: Any) -> Any:
+        return g.astype(self.in_dtype)
+
+
+class Move(Function):
+    def __init__(self, target: Backend) -> None:
+        self.result_backend = target
+
+    def forward(self, a: Any) -> Any:
+        return self.result_backend.receive(a, self.backend)
+
+    def backward(self, g: Any) -> Any:
+        return self.backend.receive(g, self.result_backend)
+
+
+def cast(a: Tensor, dtype: Any) -> Tensor:
+    """A copy of ``a`` with another dtype (``a`` itself if the dtype is the same)."""
+    dtype = dtypes.as_dtype(dtype)
+    if dtype == a.dtype:
+        return a
+    if a.requires_grad and not dtypes.is_floating(dtype):
+        raise TypeError(f"cast: a tensor that requires grad cannot become {dtype}; detach() it first")
+    return Cast(dtype)(a)
+
+
+def move(a: Tensor, device: str | Backend) -> Tensor:
+    """A copy of ``a`` on another device (``a`` itself if it is already there)."""
+    target = get_backend(device)
+    if target is a.backend:
+        return a
+    return Move(target)(a)

@@ -1,0 +1,52 @@
+"""Matrix product with NumPy's ``@`` semantics (1-D operands, broadcast batches)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpubp.ops.broadcast import sum_to
+from gpubp.ops.operands import binary
+from gpubp.tensor import Function, Tensor
+
+
+class MatMul(Function):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.save(a, b)
+        return a @ b
+
+    def backward(self, g: Any) -> tuple:
+        a, b = self.saved
+        need_a, need_b = self.needs_input_grad
+        if a.ndim == 2 and b.ndim == 2:
+            return (g @ b.T if need_a else None, a.T @ g if need_b else None)
+        # Promote 1-D operands to matrices as @ does, then undo it on the gradients.
+        xp = self.backend.xp
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
+        ga = gb = None
+        if need_a:
+            ga = sum_to(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if need_b:
+            gb = sum_to(xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """a @ b. Raises ValueError naming both shapes when the inner dimensions differ."""
+    a, b = binary("matmul", a, b)
+    a_shape, b_shape = getattr(a, "shape", ()), getattr(b, "shape", ())
+    if len(a_shape) == 0 or len(b_shape) == 0:
+        raise ValueError(f"matmul: both operands need at least one dimension, got shapes {a_shape} and {b_shape}")
+    inner_a = a_shape[-1]
+    inner_b = b_shape[-2] if len(b_shape) > 1 else b_shape[0]
+    if inner_a != inner_b:
+        raise ValueError(
+            f"matmul: shapes {a_shape} and {b_shape} are not aligned: "
+            f"{inner_a} (last dim of a) != {inner_b} ({'second-to-last' if len(b_shape) > 1 else 'only'} dim of b)"
+        )
+    return MatMul()(a, b)

@@ -1,0 +1,42 @@
+"""What may stand beside a Tensor in an op: another Tensor, or a Python number."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpubp.tensor import Tensor
+
+
+def operand(value: Any, like: Tensor, op: str) -> Tensor | int | float:
+    """``value`` as an op input next to ``like``: Tensors pass through (their dtype
+    must match), Python and NumPy scalars stay scalars (so float32 stays float32),
+    and array-likes become constant tensors on the CPU only (no hidden copies to a GPU)."""
+    if isinstance(value, Tensor):
+        if value.dtype != like.dtype:
+            raise TypeError(
+                f"{op}: dtype mismatch ({like.dtype} and {value.dtype}); convert one explicitly with .to(dtype=...)"
+            )
+        return value
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if like.device != "cpu":
+        raise ValueError(
+            f"{op}: cannot combine a {type(value).__name__} with a tensor on {like.device} without a host-to-device "
+            f"copy; make it a tensor first with gp.tensor(value, device='{like.device}')"
+        )
+    from gpubp.creation import tensor
+
+    array = np.asarray(value)
+    constant = tensor(array, dtype=like.dtype if not isinstance(value, np.ndarray) else None)
+    return operand(constant, like, op)
+
+
+def binary(op: str, a: Any, b: Any) -> tuple[Any, Any]:
+    """Both operands of a binary op; at least one of them is a Tensor."""
+    if isinstance(a, Tensor):
+        return a, operand(b, a, op)
+    return operand(a, b, op), b

@@ -1,0 +1,71 @@
+"""Adam and AdamW."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gpubp.optim.optimizer import Optimizer
+from gpubp.tensor import Tensor, _wrap
+
+
+class Adam(Optimizer):
+    """PyTorch's Adam: m = β₁m + (1 − β₁)g, v = β₂v + (1 − β₂)g², and
+    p −= lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps). ``weight_decay`` adds the L2
+    term to g (Adam) or shrinks p directly (AdamW)."""
+
+    decoupled = False
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+
+    def step(self) -> None:
+        for group, p in self._params_with_grad():
+            state = self.state.get(p)
+            if state is None:
+                zeros = p.backend.xp.zeros_like
+                state = self.state[p] = {
+                    "step": 0,
+                    "exp_avg": _wrap(zeros(p.data), p.backend),
+                    "exp_avg_sq": _wrap(zeros(p.data), p.backend),
+                }
+            state["step"] += 1
+            beta1, beta2 = group["betas"]
+            p.backend.adam_update(
+                p.data,
+                p.grad.data,
+                state["exp_avg"].data,
+                state["exp_avg_sq"].data,
+                step=state["step"],
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                decoupled=self.decoupled,
+            )
+            p.bump_version()
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p ← p·(1 − lr·weight_decay) before the Adam step."""
+
+    decoupled = True
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay)

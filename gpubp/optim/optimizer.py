@@ -1,0 +1,89 @@
+"""Optimizer base: parameter groups, per-parameter state, zero_grad and state_dict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from gpubp.tensor import Tensor, _wrap
+
+
+class Optimizer:
+    """Holds ``param_groups`` (dicts with "params" and hyper-parameters, as in
+    PyTorch) and ``state`` (per parameter: buffers and step counts)."""
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], defaults: dict[str, Any]) -> None:
+        for name, value in defaults.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"{type(self).__name__}: {name} must be non-negative, got {value}")
+        self.defaults = defaults
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups: list[dict[str, Any]] = []
+        for group in groups:
+            group = {**defaults, **group, "params": list(group["params"])}
+            for p in group["params"]:
+                if not isinstance(p, Tensor) or not p.requires_grad:
+                    raise TypeError(f"{type(self).__name__}: every parameter must be a Tensor that requires grad")
+            self.param_groups.append(group)
+        self.state: dict[Tensor, dict[str, Any]] = {}
+
+    def zero_grad(self) -> None:
+        """Forgets every parameter's gradient (sets ``.grad`` to None)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def _params_with_grad(self) -> Iterable[tuple[dict[str, Any], Tensor]]:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    yield group, p
+
+    # -- saving and loading --------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """{"state": {index: {name: NumPy array or number}}, "param_groups": [...]},
+        parameters numbered in group order as in PyTorch."""
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        state = {}
+        for p, values in self.state.items():
+            state[index[id(p)]] = {k: v.numpy() if isinstance(v, Tensor) else v for k, v in values.items()}
+        groups = [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+            for g in self.param_groups
+        ]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores hyper-parameters and buffers saved by ``state_dict`` onto the
+        current parameters (same count and shapes), on their devices."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+            len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)
+        ):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: parameter groups do not match this optimizer")
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved, group in zip(groups, self.param_groups):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = {}
+        for key, values in state_dict["state"].items():
+            p = params[int(key)]
+            restored = {}
+            for name, value in values.items():
+                if isinstance(value, (np.ndarray, Tensor)):
+                    array = value.numpy() if isinstance(value, Tensor) else value
+                    if array.shape != p.shape:
+                        raise ValueError(
+                            f"{type(self).__name__}.load_state_dict: {name} of parameter {key} has shape "
+                            f"{array.shape}, the parameter {p.shape}"
+                        )
+                    value = _wrap(p.backend.from_host(array.astype(p.dtype, copy=False)), p.backend)
+                restored[name] = value
+            self.state[p] = restored
