@@ -536,6 +536,8 @@ def _accumulate(leaf: Tensor, g: Any, given: set[int]) -> None:
     """Adds g into leaf.grad. A leaf gets an array of its own: one that is a view,
     or that another leaf already holds, is copied so that changing one .grad in
     place never changes another."""
+    if type(g) is not leaf._backend.array_type:
+        g = leaf._backend.xp.asarray(g)  # NumPy turns 0-d results into scalars
     if leaf.grad is None:
         if g.base is not None or id(g) in given:
             g = leaf._backend.xp.array(g, copy=True)
@@ -575,10 +577,10 @@ def _operand_array(value: Any, like: Tensor) -> Any:
         if value._backend is not like._backend:
             raise ValueError(f"tensors on different devices ({like.device} and {value.device})")
         return value.data
+    if isinstance(value, np.generic):  # before float: np.float64 subclasses float
+        return value.item()
     if isinstance(value, (bool, int, float)):
         return value
-    if isinstance(value, np.generic):
-        return value.item()
     if like.device != "cpu":
         raise ValueError(
             f"cannot combine a {type(value).__name__} with a tensor on {like.device} without a copy; "

@@ -74,7 +74,9 @@ class Backend:
         """σ(z) = 1 / (1 + e^(−z)). e^(−z) overflows to inf for very negative z,
         which gives the correct limit 0, so no branch is needed."""
         xp = self.xp
-        out = xp.negative(z, out=out)
+        if out is None:
+            out = xp.empty_like(z)  # an array even for 0-d input, so the steps below stay in place
+        xp.negative(z, out=out)
         xp.exp(out, out=out)
         out += 1
         return xp.reciprocal(out, out=out)
@@ -91,7 +93,8 @@ class Backend:
 
     def tanh_backward(self, g: Any, y: Any) -> Any:
         """dz = g ⊙ (1 − y²), from the saved output y = tanh(z)."""
-        dz = y * y
+        dz = self.xp.empty_like(y)
+        self.xp.multiply(y, y, out=dz)
         self.xp.subtract(1, dz, out=dz)
         dz *= g
         return dz

@@ -23,11 +23,14 @@ class MatMul(Function):
         xp = self.backend.xp
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = xp.expand_dims(g2, -1)
+        if a.ndim == 1 and b.ndim == 1:
+            g2 = g.reshape(1, 1)
+        elif a.ndim == 1:
+            g2 = xp.expand_dims(g, -2)
+        elif b.ndim == 1:
+            g2 = xp.expand_dims(g, -1)
+        else:
+            g2 = g
         ga = gb = None
         if need_a:
             ga = sum_to(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)

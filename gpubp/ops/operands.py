@@ -19,10 +19,10 @@ def operand(value: Any, like: Tensor, op: str) -> Tensor | int | float:
                 f"{op}: dtype mismatch ({like.dtype} and {value.dtype}); convert one explicitly with .to(dtype=...)"
             )
         return value
+    if isinstance(value, np.generic):  # before float: np.float64 subclasses float
+        return value.item()
     if isinstance(value, (bool, int, float)):
         return value
-    if isinstance(value, np.generic):
-        return value.item()
     if like.device != "cpu":
         raise ValueError(
             f"{op}: cannot combine a {type(value).__name__} with a tensor on {like.device} without a host-to-device "

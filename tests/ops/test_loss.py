@@ -1,0 +1,109 @@
+import warnings
+
+import numpy as np
+import pytest
+
+import gpubp as gp
+from tests.opcheck import OpCase, normal
+from tests.ops.test_activation import np_log_softmax
+
+LABELS = np.array([0, 3, 1, 3, 2])
+
+
+def np_cross_entropy(logits: np.ndarray) -> np.ndarray:
+    return -np_log_softmax(logits)[np.arange(len(LABELS)), LABELS].mean()
+
+
+def np_bce(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    s = 0.5 * (1 + np.tanh(0.5 * x))
+    return -(t * np.log(s) + (1 - t) * np.log(1 - s)).mean()
+
+
+def targets(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0, 1, (4, 3))
+
+
+CASES = [
+    OpCase("cross_entropy", lambda x: gp.cross_entropy(x, LABELS), np_cross_entropy, [normal(5, 4)]),
+    OpCase(
+        "cross_entropy_sum",
+        lambda x: gp.cross_entropy(x, LABELS, reduction="sum"),
+        lambda x: np_cross_entropy(x) * len(LABELS),
+        [normal(5, 4)],
+    ),
+    OpCase("mse", gp.mse_loss, lambda a, b: ((a - b) ** 2).mean(), [normal(4, 3), normal(4, 3)]),
+    OpCase(
+        "mse_sum",
+        lambda a, b: gp.mse_loss(a, b, "sum"),
+        lambda a, b: ((a - b) ** 2).sum(),
+        [normal(4, 3), normal(4, 3)],
+    ),
+    OpCase("bce_with_logits", gp.binary_cross_entropy_with_logits, np_bce, [normal(4, 3), targets]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
+    case.check_forward(dtype, device)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_gradient(case: OpCase, device: str) -> None:
+    case.check_gradient(device)
+
+
+def test_cross_entropy_gradient_is_softmax_minus_onehot_over_n() -> None:
+    logits = gp.randn(5, 4, requires_grad=True)
+    gp.cross_entropy(logits, LABELS).backward()
+    probs = np.exp(np_log_softmax(logits.numpy().astype(np.float64)))
+    expected = (probs - np.eye(4)[LABELS]) / 5
+    np.testing.assert_allclose(logits.grad.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_cross_entropy_labels_as_tensor() -> None:
+    logits = gp.randn(5, 4)
+    a = gp.cross_entropy(logits, LABELS).item()
+    b = gp.cross_entropy(logits, gp.tensor(LABELS)).item()
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: gp.cross_entropy(x, [0, 1]),
+        lambda x: gp.binary_cross_entropy_with_logits(x, gp.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=x.dtype)),
+    ],
+    ids=["cross_entropy", "bce"],
+)
+def test_stable_for_huge_logits(fn, dtype: np.dtype, device: str) -> None:
+    x = gp.tensor([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 1000.0]], dtype=dtype, device=device, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = fn(x)
+        loss.backward()
+    assert np.isfinite(loss.item()) and np.isfinite(x.grad.numpy()).all()
+    assert loss.dtype == dtype and x.grad.dtype == dtype
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "message"),
+    [
+        ([0, 4], IndexError, r"label 4 is out of range for 4 classes"),
+        ([0, -1], IndexError, r"label -1 is out of range"),
+        ([0, 1, 2], ValueError, r"labels have shape \(3,\) but the logits have a batch of 2"),
+        ([0.0, 1.0], TypeError, "labels must be integers"),
+    ],
+)
+def test_bad_labels(labels, error, message) -> None:
+    with pytest.raises(error, match=message):
+        gp.cross_entropy(gp.randn(2, 4), np.array(labels))
+
+
+def test_cross_entropy_needs_2d_logits() -> None:
+    with pytest.raises(ValueError, match=r"logits must be 2-D"):
+        gp.cross_entropy(gp.randn(4), [1])
+
+
+def test_mse_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match=r"target shape \(3,\) must equal input shape \(3, 1\)"):
+        gp.mse_loss(gp.randn(3, 1), gp.randn(3))

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+
+import gpubp as gp
+
+
+def quadratic_steps(opt_factory, steps: int = 3) -> np.ndarray:
+    """Runs an optimizer on f(w) = Σ (w − 1)² · c from w = 0 and returns the trajectory."""
+    w = gp.zeros(3, dtype="float64", requires_grad=True)
+    scale = gp.tensor([1.0, 2.0, 3.0], dtype="float64")
+    opt = opt_factory([w])
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (((w - 1) ** 2) * scale).sum().backward()
+        opt.step()
+        out.append(w.numpy())
+    return np.array(out)
+
+
+def test_plain_sgd_formula() -> None:
+    traj = quadratic_steps(lambda p: gp.optim.SGD(p, lr=0.1), steps=1)
+    np.testing.assert_allclose(traj[0], 0.1 * 2 * np.array([1.0, 2.0, 3.0]))
+
+
+def test_sgd_weight_decay_is_l2_gradient() -> None:
+    w = gp.tensor([2.0], dtype="float64", requires_grad=True)
+    opt = gp.optim.SGD([w], lr=0.5, weight_decay=0.1)
+    (w * 0).sum().backward()  # zero data gradient: only the L2 term acts
+    opt.step()
+    assert w.item() == pytest.approx(2.0 - 0.5 * 0.1 * 2.0)
+
+
+def test_momentum_by_hand() -> None:
+    traj = quadratic_steps(lambda p: gp.optim.SGD(p, lr=0.1, momentum=0.9), steps=2)
+    g0 = -2 * np.array([1.0, 2.0, 3.0])
+    w1 = -0.1 * g0
+    g1 = 2 * (w1 - 1) * np.array([1.0, 2.0, 3.0])
+    w2 = w1 - 0.1 * (0.9 * g0 + g1)
+    np.testing.assert_allclose(traj[1], w2)
+
+
+def test_adam_first_step_moves_by_lr() -> None:
+    traj = quadratic_steps(lambda p: gp.optim.Adam(p, lr=0.01), steps=1)
+    np.testing.assert_allclose(traj[0], 0.01, rtol=1e-6)  # bias-corrected first step = lr·sign(g)
+
+
+def test_state_dict_round_trip_continues_identically() -> None:
+    def run(split: bool) -> np.ndarray:
+        w = gp.zeros(3, dtype="float64", requires_grad=True)
+        opt = gp.optim.Adam([w], lr=0.1)
+        for step in range(4):
+            if split and step == 2:
+                state = opt.state_dict()
+                opt = gp.optim.Adam([w], lr=0.5)
+                opt.load_state_dict(state)
+            opt.zero_grad()
+            ((w - 1) ** 2).sum().backward()
+            opt.step()
+        return w.numpy()
+
+    np.testing.assert_array_equal(run(False), run(True))
+
+
+def test_parameters_without_grad_are_skipped() -> None:
+    a = gp.ones(2, requires_grad=True)
+    b = gp.ones(2, requires_grad=True)
+    opt = gp.optim.SGD([a, b], lr=1.0)
+    a.sum().backward()
+    opt.step()
+    np.testing.assert_array_equal(b.numpy(), 1)
+    np.testing.assert_array_equal(a.numpy(), 0)
+
+
+def test_param_groups_with_own_hyperparameters() -> None:
+    a = gp.ones(1, requires_grad=True)
+    b = gp.ones(1, requires_grad=True)
+    opt = gp.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
+    (a + b).sum().backward()
+    opt.step()
+    assert a.item() == pytest.approx(0.9) and b.item() == pytest.approx(0.5)
+
+
+def test_float32_updates_stay_float32() -> None:
+    model = gp.nn.Linear(3, 2)
+    for opt in (
+        gp.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3),
+        gp.optim.AdamW(model.parameters()),
+    ):
+        model(gp.randn(4, 3)).sum().backward()
+        opt.step()
+        assert all(p.dtype == np.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda p: gp.optim.SGD(p, lr=-1), "lr must be non-negative"),
+        (lambda p: gp.optim.SGD(p, lr=0.1, nesterov=True), "Nesterov momentum needs momentum > 0"),
+        (lambda p: gp.optim.Adam(p, betas=(0.9, 1.0)), r"betas must be in \[0, 1\)"),
+        (lambda p: gp.optim.SGD([], lr=0.1), "empty parameter list"),
+        (lambda p: gp.optim.SGD([gp.ones(2)], lr=0.1), "requires grad"),
+    ],
+)
+def test_bad_hyperparameters(factory, message) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        factory([gp.ones(2, requires_grad=True)])
