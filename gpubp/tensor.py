@@ -199,7 +199,7 @@ class Tensor:
                     f"backward() without a gradient needs a one-element tensor; this one has shape {self.shape}. "
                     "Pass grad= of the same shape, or reduce first (e.g. .sum())."
                 )
-            seed = self._backend.xp.ones(self.shape, dtype=self.dtype)
+            seed = self._backend.xp.ones(self.data.shape, dtype=self.data.dtype)
         else:
             seed = _gradient_array(grad, self)
         backward(self, seed, retain_graph)
@@ -393,8 +393,9 @@ class Function:
     shares_memory = False
     inputs: tuple | None = None
     needs_input_grad: tuple[bool, ...] = ()
+    input_versions: list[int] = []
+    output_version: tuple = ([0], 0, 0)
     saved: tuple = ()
-    _saved_versions: list | None = None
 
     def forward(self, *arrays: Any) -> Any:
         raise NotImplementedError
@@ -412,9 +413,12 @@ class Function:
         return type(self).__name__
 
     def __call__(self, *inputs: Any) -> Tensor:
+        # One pass over the inputs: this runs for every op, so it stays lean.
         backend = None
+        wants_grad = False
+        arrays = []
         for x in inputs:
-            if type(x) is Tensor or isinstance(x, Tensor):
+            if isinstance(x, Tensor):
                 if backend is None:
                     backend = x._backend
                 elif x._backend is not backend:
@@ -422,57 +426,59 @@ class Function:
                         f"{self.name}: tensors on different devices ({backend.device} and {x._backend.device}); "
                         "move one explicitly with .to(device)"
                     )
-        self.backend = backend
-        record = grad_mode.enabled and any(isinstance(x, Tensor) and x._requires_grad for x in inputs)
+                wants_grad = wants_grad or x._requires_grad
+                arrays.append(x.data)
+            else:
+                arrays.append(x)
+        record = wants_grad and grad_mode.enabled
         if record:
-            self.needs_input_grad = tuple(isinstance(x, Tensor) and x._requires_grad for x in inputs)
-        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+            self.needs_input_grad = tuple([isinstance(x, Tensor) and x._requires_grad for x in inputs])
+            # Version of each input now; backward compares (see check_saved_versions).
+            self.input_versions = [x._version[0] if isinstance(x, Tensor) else -1 for x in inputs]
+        self.backend = backend
         try:
             out = self.forward(*arrays)
         except ValueError as err:
             shapes = ", ".join(str(getattr(a, "shape", type(a).__name__)) for a in arrays)
             raise ValueError(f"{self.name}: {err} (input shapes: {shapes})") from None
-        if type(out) is not backend.array_type and self.result_backend is None:
-            out = backend.xp.asarray(out)
-        result = _wrap(out, self.result_backend or backend, record)
+        result_backend = self.result_backend or backend
+        if type(out) is not result_backend.array_type:
+            out = result_backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
+        result = _wrap(out, result_backend, record)
         if self.shares_memory:
             result._version = inputs[0]._version
         if record:
             self.inputs = inputs
+            self.output_version = (result._version, result._version[0], id(out))
             result._node = self
-            if self.saved:
-                self._remember_versions(inputs, result)
         else:
             self.saved = ()
         return result
 
-    def _remember_versions(self, inputs: tuple, result: Tensor) -> None:
-        versions = []
-        for array in self.saved:
-            if array is result.data:
-                versions.append((result._version, 0))
-                continue
-            for x in inputs:
-                if isinstance(x, Tensor) and x.data is array:
-                    versions.append((x._version, x._version[0]))
-                    break
-        self._saved_versions = versions
-
     def check_saved_versions(self) -> None:
-        if self._saved_versions:
-            for counter, expected in self._saved_versions:
-                if counter[0] != expected:
-                    raise RuntimeError(
-                        f"{self.name}: a tensor this op saved for backward was modified in place "
-                        f"(version {counter[0]}, expected {expected}); the gradient would be wrong. "
-                        "Clone it before changing it, or change it after backward()."
-                    )
+        """Raises if an array this op saved was changed in place since forward.
+
+        Versions are compared first (cheap); only on a change does it look
+        whether the changed tensor's array is one that was saved.
+        """
+        for x, expected in zip(self.inputs, self.input_versions):
+            if expected >= 0 and x._version[0] != expected and any(a is x.data for a in self.saved):
+                self._modified(x._version[0], expected)
+        counter, expected, out_id = self.output_version
+        if counter[0] != expected and any(id(a) == out_id for a in self.saved):
+            self._modified(counter[0], expected)
+
+    def _modified(self, version: int, expected: int) -> None:
+        raise RuntimeError(
+            f"{self.name}: a tensor this op saved for backward was modified in place "
+            f"(version {version}, expected {expected}); the gradient would be wrong. "
+            "Clone it before changing it, or change it after backward()."
+        )
 
     def release(self) -> None:
         """Drops saved arrays and graph edges once backward has used them."""
         self.inputs = None
         self.saved = ()
-        self._saved_versions = None
 
 
 def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:

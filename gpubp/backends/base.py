@@ -45,7 +45,9 @@ class Backend:
 
     def check_labels(self, labels: Any, classes: int) -> None:
         """Raises IndexError when a class label is outside [0, classes)."""
-        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        # Viewed as unsigned, negative labels become huge: one reduction checks both ends.
+        unsigned = labels.view(f"u{labels.dtype.itemsize}")
+        if labels.size and unsigned.max() >= classes:
             bad = labels[(labels < 0) | (labels >= classes)]
             raise IndexError(
                 f"cross_entropy: label {int(bad[0])} is out of range for {classes} classes "
@@ -107,9 +109,14 @@ class Backend:
         return g * (y > 0)
 
     def activation_backward(self, g: Any, y: Any, activation: str | None) -> Any:
+        """dz from the gradient g of y = act(z) and the saved output y."""
         if activation is None:
             return g
-        return getattr(self, activation + "_backward")(g, y)
+        if activation == "sigmoid":
+            return self.sigmoid_backward(g, y)
+        if activation == "tanh":
+            return self.tanh_backward(g, y)
+        return self.relu_backward(g, y)
 
     def bias_activation(self, z: Any, bias: Any, activation: str | None) -> Any:
         """y = act(z + bias), computed in place in z (z is a fresh GEMM output)."""
@@ -117,7 +124,11 @@ class Backend:
             z += bias
         if activation is None:
             return z
-        return getattr(self, activation)(z, out=z)
+        if activation == "sigmoid":
+            return self.sigmoid(z, out=z)
+        if activation == "tanh":
+            return self.tanh(z, out=z)
+        return self.relu(z, out=z)
 
     # -- softmax cross-entropy ---------------------------------------------
     def softmax_cross_entropy(self, logits: Any, labels: Any) -> tuple[Any, Any]:
@@ -128,7 +139,7 @@ class Backend:
         probs = xp.exp(shifted)
         sums = probs.sum(axis=1, keepdims=True)
         picked = shifted[xp.arange(logits.shape[0]), labels]
-        loss = (xp.log(sums[:, 0]) - picked).mean()
+        loss = (xp.log(sums[:, 0]) - picked).sum() / logits.shape[0]
         probs /= sums
         return xp.asarray(loss), probs
 

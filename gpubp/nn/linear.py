@@ -57,12 +57,8 @@ class Linear(Module):
                 weight_init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor, activation: str | None = None) -> Tensor:
-        """x @ weight.T + bias, followed by ``activation`` in the same fused op when given."""
-        if isinstance(x, Tensor) and (x.ndim == 0 or x.shape[-1] != self.in_features):
-            raise ValueError(
-                f"Linear({self.in_features}, {self.out_features}) got an input with "
-                f"{x.shape[-1] if x.ndim else 0} features (shape {x.shape}); expected {self.in_features}"
-            )
+        """x @ weight.T + bias, followed by ``activation`` in the same fused op when given.
+        An input with the wrong number of features raises ValueError naming both shapes."""
         return linear(x, self.weight, self.bias, activation)
 
     def extra_repr(self) -> str:

@@ -30,17 +30,29 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def forward(self, x: Tensor) -> Tensor:
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        object.__setattr__(self, "_plan", None)  # the modules may have changed
+
+    def _fusion_plan(self) -> list[tuple[Module, str | None]]:
+        """(module, activation to fuse into it) pairs; the fused activation layers are skipped."""
+        plan: list[tuple[Module, str | None]] = []
         modules = list(self._modules.values())
         i = 0
         while i < len(modules):
-            module = modules[i]
-            following = modules[i + 1] if i + 1 < len(modules) else None
-            fused = getattr(following, "fused", None)
-            if type(module) is Linear and fused is not None:
-                x = module(x, activation=fused)
+            fused = getattr(modules[i + 1], "fused", None) if i + 1 < len(modules) else None
+            if type(modules[i]) is Linear and fused is not None:
+                plan.append((modules[i], fused))
                 i += 2
             else:
-                x = module(x)
+                plan.append((modules[i], None))
                 i += 1
+        return plan
+
+    def forward(self, x: Tensor) -> Tensor:
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._fusion_plan()
+        for module, activation in plan:
+            x = module(x) if activation is None else module.forward(x, activation)
         return x

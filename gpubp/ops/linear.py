@@ -17,24 +17,28 @@ class Linear(Function):
         self.activation = activation
 
     def forward(self, x: Any, weight: Any, bias: Any = None) -> Any:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-        y = self.backend.bias_activation(x2 @ weight.T, bias, self.activation)
+        if x.ndim != 2:  # (..., in): fold the leading axes into one batch axis
+            y = self.forward(x.reshape(-1, x.shape[-1]), weight, bias)
+            self.save(x, weight, y)
+            return y.reshape(*x.shape[:-1], weight.shape[0])
+        y = self.backend.bias_activation(x @ weight.T, bias, self.activation)
         self.save(x, weight, y)
-        return y.reshape(*lead, weight.shape[0]) if x.ndim != 2 else y
+        return y
 
     def backward(self, g: Any) -> tuple:
         x, weight, y = self.saved
-        need_x, need_w = self.needs_input_grad[:2]
-        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
-        x2 = x.reshape(-1, x.shape[-1])
-        g2 = g.reshape(-1, weight.shape[0])
-        delta = self.backend.activation_backward(g2, y.reshape(g2.shape), self.activation)
-        return (
-            (delta @ weight).reshape(x.shape) if need_x else None,
-            delta.T @ x2 if need_w else None,
-            delta.sum(axis=0) if need_b else None,
+        needs = self.needs_input_grad
+        if x.ndim != 2:
+            x = x.reshape(-1, x.shape[-1])
+            g = g.reshape(-1, weight.shape[0])
+        delta = self.backend.activation_backward(g, y, self.activation)
+        grads = (
+            (delta @ weight).reshape(self.saved[0].shape) if needs[0] else None,
+            delta.T @ x if needs[1] else None,
         )
+        if len(needs) == 3:
+            return grads + (delta.sum(axis=0) if needs[2] else None,)
+        return grads
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
@@ -42,10 +46,27 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
 
     ``activation`` is None, "sigmoid", "tanh" or "relu".
     """
-    if activation is not None and activation not in ACTIVATIONS:
-        raise ValueError(f"linear: unknown activation {activation!r}; use one of {ACTIVATIONS} or None")
     if not isinstance(x, Tensor):
         raise TypeError(f"linear: input must be a Tensor, got {type(x).__name__}")
+    xd, wd = x.data, weight.data
+    # One combined test on the hot path; the message is worked out only on failure.
+    if (
+        wd.ndim != 2
+        or xd.ndim == 0
+        or xd.shape[-1] != wd.shape[1]
+        or xd.dtype != wd.dtype
+        or (bias is not None and (bias.data.shape != (wd.shape[0],) or bias.data.dtype != xd.dtype))
+        or (activation is not None and activation not in ACTIVATIONS)
+    ):
+        _raise_linear_error(x, weight, bias, activation)
+    if bias is None:
+        return Linear(activation)(x, weight)
+    return Linear(activation)(x, weight, bias)
+
+
+def _raise_linear_error(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None) -> None:
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"linear: unknown activation {activation!r}; use one of {ACTIVATIONS} or None")
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out, in), got shape {weight.shape}")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
@@ -55,9 +76,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
         )
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias shape {bias.shape} does not match weight shape {weight.shape}")
-    for other in (weight, bias):
-        if other is not None and other.dtype != x.dtype:
-            raise TypeError(f"linear: dtype mismatch (input {x.dtype}, parameter {other.dtype})")
-    if bias is None:
-        return Linear(activation)(x, weight)
-    return Linear(activation)(x, weight, bias)
+    raise TypeError(
+        f"linear: dtype mismatch (input {x.dtype}, weight {weight.dtype}"
+        + (f", bias {bias.dtype})" if bias is not None else ")")
+    )

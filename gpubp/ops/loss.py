@@ -20,16 +20,13 @@ class CrossEntropy(Function):
 
     def forward(self, logits: Any) -> Any:
         loss, probs = self.backend.softmax_cross_entropy(logits, self.labels)
-        self.save(probs)
+        self.save(probs, self.labels)
+        self.labels = None
         return loss
 
     def backward(self, g: Any) -> Any:
-        (probs,) = self.saved
-        return self.backend.softmax_cross_entropy_backward(probs, self.labels, g)
-
-    def release(self) -> None:
-        super().release()
-        self.labels = None
+        probs, labels = self.saved
+        return self.backend.softmax_cross_entropy_backward(probs, labels, g)
 
 
 class MSE(Function):

@@ -60,20 +60,15 @@ class Max(_Reduction):
     def forward(self, a: Any) -> Any:
         axes = self._setup(a)
         out = a.max(axis=axes, keepdims=True)
-        self.save(a)
-        self.out_kept = out
+        self.save(a, out)
         return out if self.keepdims else out.reshape([n for i, n in enumerate(a.shape) if i not in axes])
 
     def backward(self, g: Any) -> Any:
         # Ties share the gradient equally (the subgradient PyTorch's amax uses).
-        (a,) = self.saved
-        mask = (a == self.out_kept).astype(a.dtype)
+        a, out_kept = self.saved
+        mask = (a == out_kept).astype(a.dtype)
         mask /= mask.sum(axis=_normalise(self.axis, a.ndim), keepdims=True)
         return mask * g.reshape(self.kept_shape)
-
-    def release(self) -> None:
-        super().release()
-        self.out_kept = None
 
 
 def sum(a: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001

@@ -52,7 +52,7 @@ class Adam(Optimizer):
                 weight_decay=group["weight_decay"],
                 decoupled=self.decoupled,
             )
-            p.bump_version()
+            p._version[0] += 1  # backward through a graph that saved p must now fail
 
 
 class AdamW(Adam):

@@ -36,24 +36,28 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
 
     def step(self) -> None:
-        for group, p in self._params_with_grad():
-            momentum = group["momentum"]
-            state = self.state.get(p)
-            first_step = state is None
-            if first_step:
-                state = self.state[p] = {}
-                if momentum:
-                    state["momentum_buffer"] = _wrap(p.backend.xp.empty_like(p.data), p.backend)
-            buffer = state.get("momentum_buffer")
-            p.backend.sgd_update(
-                p.data,
-                p.grad.data,
-                buffer.data if buffer is not None else None,
-                lr=group["lr"],
-                momentum=momentum,
-                dampening=group["dampening"],
-                weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
-                first_step=first_step,
-            )
-            p.bump_version()
+        for group in self.param_groups:
+            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+            weight_decay, nesterov = group["weight_decay"], group["nesterov"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state.get(p)
+                first_step = state is None
+                if first_step:
+                    state = self.state[p] = {}
+                    if momentum:
+                        state["momentum_buffer"] = _wrap(p._backend.xp.empty_like(p.data), p._backend)
+                buffer = state.get("momentum_buffer")
+                p._backend.sgd_update(
+                    p.data,
+                    p.grad.data,
+                    None if buffer is None else buffer.data,
+                    lr=lr,
+                    momentum=momentum,
+                    dampening=dampening,
+                    weight_decay=weight_decay,
+                    nesterov=nesterov,
+                    first_step=first_step,
+                )
+                p._version[0] += 1  # backward through a graph that saved p must now fail
