@@ -134,7 +134,7 @@ class Tensor:
         """The value of a one-element tensor as a Python number."""
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
-        return self.data.item()
+        return self._backend.item(self.data)
 
     def tolist(self) -> Any:
         return self.numpy().tolist()
@@ -423,6 +423,7 @@ class Function:
                         "move one explicitly with .to(device)"
                     )
         self.backend = backend
+        backend.activate()
         record = grad_mode.enabled and any(isinstance(x, Tensor) and x._requires_grad for x in inputs)
         if record:
             self.needs_input_grad = tuple(isinstance(x, Tensor) and x._requires_grad for x in inputs)
@@ -510,6 +511,7 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
         node = ready.pop()
         grad = grads.pop(node)
         node.check_saved_versions()
+        node.backend.activate()
         input_grads = node.backward(grad)
         if type(input_grads) is not tuple:
             input_grads = (input_grads,)
@@ -579,6 +581,8 @@ def _operand_array(value: Any, like: Tensor) -> Any:
         return value
     if isinstance(value, np.generic):
         return value.item()
+    if like.device != "cpu" and isinstance(value, like._backend.array_type):
+        return value  # already on this device (e.g. nn.init filling a CUDA parameter)
     if like.device != "cpu":
         raise ValueError(
             f"cannot combine a {type(value).__name__} with a tensor on {like.device} without a copy; "
