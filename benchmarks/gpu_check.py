@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("OUT"), help="results folder ($OUT, else benchmarks/results)")
     parser.add_argument("--dry-run", action="store_true", help="the same code on the CPU, tiny sizes, no tests")
     parser.add_argument("--skip-tests", action="store_true", help="benchmarks only")
-    parser.add_argument("--test-timeout", type=int, default=420, help="seconds for the GPU test suite")
+    parser.add_argument("--test-timeout", type=int, default=360, help="seconds for the GPU test suite")
     args = parser.parse_args(argv)
     if args.out is None:  # a dry run's numbers mean nothing: keep them out of the repository
         args.out = Path(tempfile.gettempdir()) / "gpubp-gpu-check" if args.dry_run else ROOT / "benchmarks" / "results"
