@@ -1,20 +1,61 @@
-"""``gp.cuda``: whether a CUDA GPU can be used, and the CuPy backend for it.
+"""``gp.cuda``: whether a CUDA GPU can be used, the CuPy backend for it, and its switches.
 
 Importing gpubp never needs CuPy or a GPU; only asking for ``device="cuda"``
-does, and then the error says what is missing.
+does, and then the error says what is missing (CuPy, a driver, a new enough
+driver, a device).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+_tf32 = False  # TF32 GEMMs for float32: off unless set_tf32(True)
+
 
 def _import_cupy() -> Any:
     try:
         import cupy
     except ImportError as err:
-        raise RuntimeError("device 'cuda' needs CuPy, which is not installed: pip install 'gpubp[cuda]'") from err
+        raise RuntimeError(
+            "device 'cuda' needs CuPy, which is not installed: pip install 'gpubp[cuda]' "
+            "(CuPy for CUDA 13; for CUDA 12 drivers install cupy-cuda12x instead)"
+        ) from err
     return cupy
+
+
+def _cuda_version(version: int) -> str:
+    """CUDA's integer version (12040) as text ("12.4")."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def describe_startup_failure(message: str, driver_version: int | None, runtime_version: int | None) -> str:
+    """Why CUDA could not start, from CuPy's error message and the versions the
+    driver (0: no driver) and CuPy's CUDA runtime report; None means unknown."""
+    if driver_version == 0:
+        return f"CuPy is installed but no NVIDIA driver was found (libcuda could not be loaded): {message}"
+    too_old = "InsufficientDriver" in message or (
+        driver_version is not None and runtime_version is not None and driver_version < runtime_version
+    )
+    if too_old:
+        driver = _cuda_version(driver_version) if driver_version else "an older CUDA"
+        runtime = _cuda_version(runtime_version) if runtime_version else "a newer CUDA"
+        return (
+            f"the NVIDIA driver is too old: it supports CUDA {driver}, but this CuPy was built for CUDA {runtime}; "
+            "update the driver, or install the CuPy wheel that matches it (e.g. cupy-cuda12x for CUDA 12)"
+        )
+    if "NoDevice" in message:
+        return f"CuPy is installed but no CUDA device is present ({message})"
+    return f"CuPy is installed but CUDA cannot start: {message}"
+
+
+def _versions(cupy: Any) -> tuple[int | None, int | None]:
+    versions: list[int | None] = []
+    for query in (cupy.cuda.runtime.driverGetVersion, cupy.cuda.runtime.runtimeGetVersion):
+        try:
+            versions.append(int(query()))
+        except Exception:  # the query itself can fail when the driver is missing
+            versions.append(None)
+    return versions[0], versions[1]
 
 
 def unavailable_reason() -> str | None:
@@ -26,7 +67,7 @@ def unavailable_reason() -> str | None:
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # CuPy raises CUDARuntimeError or a driver error here
-        return f"CuPy is installed but CUDA cannot start: {err}"
+        return describe_startup_failure(str(err), *_versions(cupy))
     if count == 0:
         return "CuPy is installed but no CUDA device is present"
     return None
@@ -57,3 +98,52 @@ def get_backend(index: int) -> Any:
     from gpubp.backends.cupy_backend import CupyBackend
 
     return CupyBackend(index)
+
+
+def synchronize(device: str | None = None) -> None:
+    """Waits for the work queued on ``device`` (every CUDA device gpubp has used,
+    when None). This is also where an out-of-range cross-entropy label found on
+    the GPU is reported, as IndexError, since checking it earlier would stall
+    the device. RuntimeError saying why when CUDA cannot be used."""
+    from gpubp import backends
+
+    if device is not None:
+        backends.get_backend(device).synchronize()
+        return
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"gp.cuda.synchronize(): {reason}")
+    used = [b for b in set(backends._cache.values()) if b.device.startswith("cuda")]
+    if not used:
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+    for backend in sorted(used, key=lambda b: b.device):
+        backend.synchronize()
+
+
+def set_tf32(enabled: bool) -> None:
+    """Lets float32 matrix products use TF32 tensor cores (about 10 mantissa bits,
+    much faster on sm_80+) or not. Off by default, so float32 GEMMs are exact
+    float32. Process-wide, like CuPy's own setting it drives (the CUBLAS compute
+    type CuPy passes to cublasGemmEx); it overrides CUPY_TF32. The environment
+    variable NVIDIA_TF32_OVERRIDE=1, read by cuBLAS itself, would still force TF32."""
+    global _tf32
+    _tf32 = bool(enabled)
+    if is_available():
+        apply_tf32()
+
+
+def tf32_enabled() -> bool:
+    """Whether float32 matrix products may use TF32 (see ``set_tf32``)."""
+    return _tf32
+
+
+def apply_tf32() -> None:
+    """Pushes the TF32 setting into CuPy (called when a CUDA backend is made)."""
+    import numpy as np
+    from cupy._core import _routines_linalg as linalg
+
+    if not hasattr(linalg, "set_compute_type"):
+        raise RuntimeError("this CuPy version has no GEMM compute-type switch; gpubp cannot control TF32 with it")
+    linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if _tf32 else linalg.COMPUTE_TYPE_DEFAULT)

@@ -134,7 +134,7 @@ class Tensor:
         """The value of a one-element tensor as a Python number."""
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
-        return self.data.item()
+        return self._backend.item(self.data)
 
     def tolist(self) -> Any:
         return self.numpy().tolist()
@@ -436,6 +436,7 @@ class Function:
             # Version of each input now; backward compares (see check_saved_versions).
             self.input_versions = [x._version[0] if isinstance(x, Tensor) else -1 for x in inputs]
         self.backend = backend
+        backend.activate()
         try:
             out = self.forward(*arrays)
         except ValueError as err:
@@ -516,6 +517,7 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
         node = ready.pop()
         grad = grads.pop(node)
         node.check_saved_versions()
+        node.backend.activate()
         input_grads = node.backward(grad)
         if type(input_grads) is not tuple:
             input_grads = (input_grads,)
@@ -587,6 +589,8 @@ def _operand_array(value: Any, like: Tensor) -> Any:
         return value.item()
     if isinstance(value, (bool, int, float)):
         return value
+    if like.device != "cpu" and isinstance(value, like._backend.array_type):
+        return value  # already on this device (e.g. nn.init filling a CUDA parameter)
     if like.device != "cpu":
         raise ValueError(
             f"cannot combine a {type(value).__name__} with a tensor on {like.device} without a copy; "

@@ -16,6 +16,7 @@ def get_backend(device: str | Backend) -> Backend:
         return device
     backend = _cache.get(device)
     if backend is not None:
+        backend.activate()  # new arrays are made on the current CUDA device
         return backend
     if not isinstance(device, str):
         raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {type(device).__name__}")
@@ -31,6 +32,7 @@ def get_backend(device: str | Backend) -> Backend:
                 backend.manual_seed(_seed)
             _cache[canonical] = backend
         _cache[device] = backend
+        backend.activate()
         return backend
     raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
 

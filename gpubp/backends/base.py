@@ -39,6 +39,13 @@ class Backend:
     def synchronize(self) -> None:
         """Waits until queued work has finished (a no-op on the CPU)."""
 
+    def activate(self) -> None:
+        """Makes this device the current one before an op runs on it (a no-op on the CPU)."""
+
+    def item(self, array: Any) -> Any:
+        """The Python number in a one-element array (on a GPU this waits for the device)."""
+        return array.item()
+
     def receive(self, array: Any, source: Backend) -> Any:
         """Copies an array from another backend onto this one (an explicit transfer)."""
         return self.from_host(source.to_host(array))

@@ -1,0 +1,192 @@
+// Counter-based random numbers: Philox4x32-10 (Salmon et al., SC'11), used for
+// uniform and normal samples and for inverted-dropout masks.
+//
+// Every value is a pure function of (seed, offset, index): counter =
+// (index / per-call values, offset) and key = seed. So the generator's whole
+// state is the pair (seed, offset); each launch uses one offset and the host
+// advances it by one. Masks are reproducible and the state is JSON-friendly.
+//
+// NumPy twin: gpubp/backends/philox.py computes the same bits on the CPU; the
+// GPU tests compare the two exactly. The Philox function is __host__ __device__
+// so that a host-only test program can check it against the published known
+// answers without a GPU.
+//
+// T is the storage type (half_t, float, double). Self-contained on purpose
+// (see activation.cu).
+
+struct alignas(2) half_t {
+    unsigned short bits;
+};
+
+template <typename T>
+struct Num;
+
+template <>
+struct Num<float> {
+    typedef float acc;
+    static __device__ __forceinline__ float store(float x) { return x; }
+};
+
+template <>
+struct Num<double> {
+    typedef double acc;
+    static __device__ __forceinline__ double store(double x) { return x; }
+};
+
+template <>
+struct Num<half_t> {
+    typedef float acc;
+    static __device__ __forceinline__ half_t store(float f) {
+        half_t h;
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
+        return h;
+    }
+};
+
+struct Words {
+    unsigned int w[4];
+};
+
+__host__ __device__ __forceinline__ unsigned int mul_hi(unsigned int a, unsigned int b) {
+#ifdef __CUDA_ARCH__
+    return __umulhi(a, b);
+#else
+    return (unsigned int)(((unsigned long long)a * b) >> 32);
+#endif
+}
+
+// Philox4x32 with 10 rounds: counter c0..c3, key k0 k1 -> four random words.
+__host__ __device__ __forceinline__ Words philox4x32_10(unsigned int c0, unsigned int c1, unsigned int c2,
+                                                        unsigned int c3, unsigned int k0, unsigned int k1) {
+    const unsigned int m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
+    const unsigned int w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
+#pragma unroll
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            k0 += w0;
+            k1 += w1;
+        }
+        const unsigned int hi0 = mul_hi(m0, c0), lo0 = m0 * c0;
+        const unsigned int hi1 = mul_hi(m1, c2), lo1 = m1 * c2;
+        const unsigned int n0 = hi1 ^ c1 ^ k0;
+        const unsigned int n2 = hi0 ^ c3 ^ k1;
+        c0 = n0;
+        c1 = lo1;
+        c2 = n2;
+        c3 = lo0;
+    }
+    Words out;
+    out.w[0] = c0;
+    out.w[1] = c1;
+    out.w[2] = c2;
+    out.w[3] = c3;
+    return out;
+}
+
+// The words of counter j at this offset.
+__host__ __device__ __forceinline__ Words philox_at(unsigned long long j, unsigned long long seed,
+                                                    unsigned long long offset) {
+    return philox4x32_10((unsigned int)j, (unsigned int)(j >> 32), (unsigned int)offset, (unsigned int)(offset >> 32),
+                         (unsigned int)seed, (unsigned int)(seed >> 32));
+}
+
+// Uniform in [0, 1): 24 bits for float (exact in float), 11 bits for half_t
+// (exact in half, so rounding never gives 1), 53 bits from two words for double.
+// Values per counter: 4 for half_t and float, 2 for double.
+template <typename T>
+struct Uniform;
+
+template <>
+struct Uniform<float> {
+    static constexpr int per = 4;
+    static __device__ __forceinline__ float at(const Words& r, int k) { return (float)(r.w[k] >> 8) * 0x1p-24f; }
+};
+
+template <>
+struct Uniform<half_t> {
+    static constexpr int per = 4;
+    static __device__ __forceinline__ float at(const Words& r, int k) {
+        return (float)(r.w[k] >> 21) * 0x1p-11f;
+    }
+};
+
+template <>
+struct Uniform<double> {
+    static constexpr int per = 2;
+    static __device__ __forceinline__ double at(const Words& r, int k) {
+        const unsigned long long a = r.w[2 * k] >> 5, b = r.w[2 * k + 1] >> 6;
+        return (double)(a * 67108864ull + b) * 0x1p-53;
+    }
+};
+
+// out[i] = low + u * (high - low), as the twin computes it.
+template <typename T>
+__global__ void uniform(T* out, long long n, unsigned long long seed, unsigned long long offset,
+                        typename Num<T>::acc low, typename Num<T>::acc high) {
+    const int per = Uniform<T>::per;
+    const long long counters = (n + per - 1) / per;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < counters; j += stride) {
+        const Words r = philox_at((unsigned long long)j, seed, offset);
+#pragma unroll
+        for (int k = 0; k < per; ++k) {
+            const long long i = j * per + k;
+            if (i < n) out[i] = Num<T>::store(Uniform<T>::at(r, k) * (high - low) + low);
+        }
+    }
+}
+
+__device__ __forceinline__ float math_log(float x) { return logf(x); }
+__device__ __forceinline__ double math_log(double x) { return log(x); }
+__device__ __forceinline__ float math_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double math_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ void math_sincospi(float x, float* s, float* c) { sincospif(x, s, c); }
+__device__ __forceinline__ void math_sincospi(double x, double* s, double* c) { sincospi(x, s, c); }
+
+// Standard normal samples by Box-Muller on pairs (u1, u2), u1 taken in (0, 1]
+// as 1 - u so that log never sees 0. half_t draws float uniforms (11 bits would
+// cap |z| near 3.9).
+template <typename T>
+__global__ void normal(T* out, long long n, unsigned long long seed, unsigned long long offset) {
+    typedef typename Num<T>::acc A;
+    typedef Uniform<A> U;
+    const int per = U::per;
+    const long long counters = (n + per - 1) / per;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < counters; j += stride) {
+        const Words r = philox_at((unsigned long long)j, seed, offset);
+#pragma unroll
+        for (int k = 0; k < per; k += 2) {
+            const A u1 = A(1) - U::at(r, k);
+            const A u2 = U::at(r, k + 1);
+            const A radius = math_sqrt(A(-2) * math_log(u1));
+            A s, c;
+            math_sincospi(A(2) * u2, &s, &c);
+            const long long i = j * per + k;
+            if (i < n) out[i] = Num<T>::store(radius * c);
+            if (i + 1 < n) out[i + 1] = Num<T>::store(radius * s);
+        }
+    }
+}
+
+// Inverted dropout mask: mask[i] = scale where the 24-bit draw (word >> 8) is at
+// least threshold = ceil(p * 2^24), else 0; so P(keep) = 1 - p up to 2^-24 and
+// the comparison is exact integer arithmetic, identical in the NumPy twin.
+// Four values per counter for every T.
+template <typename T>
+__global__ void dropout_mask(T* mask, long long n, unsigned long long seed, unsigned long long offset,
+                             unsigned int threshold, typename Num<T>::acc scale) {
+    typedef typename Num<T>::acc A;
+    const long long counters = (n + 3) / 4;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    const T kept = Num<T>::store(scale);
+    const T dropped = Num<T>::store(A(0));
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < counters; j += stride) {
+        const Words r = philox_at((unsigned long long)j, seed, offset);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const long long i = j * 4 + k;
+            if (i < n) mask[i] = (r.w[k] >> 8) >= threshold ? kept : dropped;
+        }
+    }
+}

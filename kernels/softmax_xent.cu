@@ -1,0 +1,143 @@
+// Fused softmax + cross-entropy, forward and backward.
+//
+// NumPy twins: Backend.softmax_cross_entropy and
+// Backend.softmax_cross_entropy_backward in gpubp/backends/base.py.
+//
+// Forward: one warp per row reads the logits once with an online max/sum
+// (the running sum is rescaled whenever the maximum grows, so exp never
+// overflows), then writes softmax = e^(x - max) / sum and the row's loss
+// log(sum) - (x[label] - max). An out-of-range label does not stop the
+// device: it sets a device-side error flag (checked by the host when it next
+// synchronises anyway) and makes that row's loss NaN.
+//
+// Backward: one pass over the saved probabilities, (softmax - onehot) * g / N.
+//
+// T is the storage type (half_t, float, double), L the label type (int or
+// long long). Self-contained on purpose (see activation.cu).
+
+struct alignas(2) half_t {
+    unsigned short bits;
+};
+
+template <typename T>
+struct Num;
+
+template <>
+struct Num<float> {
+    typedef float acc;
+    static __device__ __forceinline__ float load(float x) { return x; }
+    static __device__ __forceinline__ float store(float x) { return x; }
+};
+
+template <>
+struct Num<double> {
+    typedef double acc;
+    static __device__ __forceinline__ double load(double x) { return x; }
+    static __device__ __forceinline__ double store(double x) { return x; }
+};
+
+template <>
+struct Num<half_t> {
+    typedef float acc;
+    static __device__ __forceinline__ float load(half_t h) {
+        float f;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
+        return f;
+    }
+    static __device__ __forceinline__ half_t store(float f) {
+        half_t h;
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
+        return h;
+    }
+};
+
+__device__ __forceinline__ float math_exp(float x) { return expf(x); }
+__device__ __forceinline__ double math_exp(double x) { return exp(x); }
+__device__ __forceinline__ float math_log(float x) { return logf(x); }
+__device__ __forceinline__ double math_log(double x) { return log(x); }
+__device__ __forceinline__ float quiet_nan(float) { return __int_as_float(0x7fc00000); }
+__device__ __forceinline__ double quiet_nan(double) { return __longlong_as_double(0x7ff8000000000000LL); }
+__device__ __forceinline__ float infinity(float) { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ double infinity(double) { return __longlong_as_double(0x7ff0000000000000LL); }
+
+// e^(a - b) for a <= b, where a = -inf contributes 0 even when b is -inf too
+// (a row whose entries so far are all -inf must not turn its sum into NaN).
+template <typename A>
+__device__ __forceinline__ A exp_below(A a, A b) {
+    return a == -infinity(a) ? A(0) : math_exp(a - b);
+}
+
+// Merges the running (max m, sum s of e^(x - m)) with another such pair.
+// NaN in either sum stays NaN, so a NaN logit makes its row NaN as in NumPy.
+template <typename A>
+__device__ __forceinline__ void merge(A& m, A& s, A m2, A s2) {
+    if (m2 > m) {
+        s = s * exp_below(m, m2) + s2;
+        m = m2;
+    } else {
+        s = s + s2 * exp_below(m2, m);
+    }
+}
+
+// row_loss has the arithmetic type (float for half_t and float); error holds
+// {flag, first bad label, classes} and is only written when a label is bad.
+template <typename T, typename L>
+__global__ void softmax_xent_fwd(const T* logits, const L* labels, T* probs, typename Num<T>::acc* row_loss,
+                                 unsigned long long* error, long long rows, int classes) {
+    typedef typename Num<T>::acc A;
+    const unsigned full = 0xffffffffu;
+    const int lane = threadIdx.x & 31;
+    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    // r is the same for all lanes of a warp, so the shuffles below see a full warp.
+    for (long long r = warp; r < rows; r += warps) {
+        const T* x = logits + r * classes;
+        A m = -infinity(A(0));
+        A s = A(0);
+        for (int c = lane; c < classes; c += 32) {
+            merge(m, s, Num<T>::load(x[c]), A(1));
+        }
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            const A m2 = __shfl_xor_sync(full, m, offset);
+            const A s2 = __shfl_xor_sync(full, s, offset);
+            merge(m, s, m2, s2);
+        }
+        // A +inf logit gives inf - inf = NaN in the twin's shifted logits.
+        if (m == infinity(m)) s = quiet_nan(s);
+        T* p = probs + r * classes;
+        for (int c = lane; c < classes; c += 32) {
+            p[c] = Num<T>::store(math_exp(Num<T>::load(x[c]) - m) / s);
+        }
+        if (lane == 0) {
+            const L label = labels[r];
+            if (label < 0 || label >= classes) {
+                row_loss[r] = quiet_nan(A(0));
+                if (atomicCAS(error, 0ull, 1ull) == 0ull) {
+                    error[1] = (unsigned long long)(long long)label;
+                    error[2] = (unsigned long long)classes;
+                }
+            } else {
+                row_loss[r] = math_log(s) - (Num<T>::load(x[label]) - m);
+            }
+        }
+    }
+}
+
+// grad = probs * (g / rows), minus g / rows at each row's label; g is the
+// loss's incoming gradient, a one-element device array (never read on the host).
+template <typename T, typename L>
+__global__ void softmax_xent_bwd(const T* probs, const L* labels, const T* g, T* grad, long long rows,
+                                 int classes) {
+    typedef typename Num<T>::acc A;
+    const A scale = Num<T>::load(g[0]) / A(rows);
+    const long long n = rows * classes;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const long long r = i / classes;
+        const long long c = i - r * classes;
+        A v = Num<T>::load(probs[i]) * scale;
+        if (c == (long long)labels[r]) v -= scale;
+        grad[i] = Num<T>::store(v);
+    }
+}
