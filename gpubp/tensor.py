@@ -19,6 +19,12 @@ from gpubp import dtypes, grad_mode
 from gpubp.backends import Backend
 
 
+# Counts in-place changes to any tensor. A node remembers the count at forward;
+# if it is unchanged at backward, no saved array can have changed and the
+# per-input version check is skipped (the common case in training).
+_inplace_epoch = 0
+
+
 def _wrap(data: Any, backend: Backend, requires_grad: bool = False) -> Tensor:
     """Fast internal constructor: no copies, no checks."""
     t = Tensor.__new__(Tensor)
@@ -218,13 +224,15 @@ class Tensor:
 
     def bump_version(self) -> None:
         """Marks the data as changed in place, so backward detects stale saved values."""
+        global _inplace_epoch
+        _inplace_epoch += 1
         self._version[0] += 1
 
     def _inplace(self, fn: str, other: Any) -> Tensor:
         self._check_inplace()
         value = _operand_array(other, self)
         getattr(self.data, fn)(value)
-        self._version[0] += 1
+        self.bump_version()
         return self
 
     def __iadd__(self, other: Any) -> Tensor:
@@ -242,7 +250,7 @@ class Tensor:
     def __setitem__(self, index: Any, value: Any) -> None:
         self._check_inplace()
         self.data[_index_arrays(index)] = _operand_array(value, self)
-        self._version[0] += 1
+        self.bump_version()
 
     def copy_(self, source: Any) -> Tensor:
         """Copies ``source`` (same shape, device and dtype) into this tensor."""
@@ -251,13 +259,13 @@ class Tensor:
         if getattr(value, "shape", self.shape) != self.shape:
             raise ValueError(f"copy_: shape {value.shape} does not match {self.shape}")
         self.data[...] = value
-        self._version[0] += 1
+        self.bump_version()
         return self
 
     def fill_(self, value: float) -> Tensor:
         self._check_inplace()
         self.data.fill(value)
-        self._version[0] += 1
+        self.bump_version()
         return self
 
     def zero_(self) -> Tensor:
@@ -392,9 +400,10 @@ class Function:
     result_backend: Backend | None = None
     shares_memory = False
     inputs: tuple | None = None
-    needs_input_grad: tuple[bool, ...] = ()
+    needs_input_grad: list[bool] = []
     input_versions: list[int] = []
     output_version: tuple = ([0], 0, 0)
+    epoch = 0
     saved: tuple = ()
 
     def forward(self, *arrays: Any) -> Any:
@@ -415,8 +424,9 @@ class Function:
     def __call__(self, *inputs: Any) -> Tensor:
         # One pass over the inputs: this runs for every op, so it stays lean.
         backend = None
-        wants_grad = False
         arrays = []
+        needs_grad = []
+        versions = []  # each tensor input's version now; backward compares (check_saved_versions)
         for x in inputs:
             if isinstance(x, Tensor):
                 if backend is None:
@@ -426,17 +436,17 @@ class Function:
                         f"{self.name}: tensors on different devices ({backend.device} and {x._backend.device}); "
                         "move one explicitly with .to(device)"
                     )
-                wants_grad = wants_grad or x._requires_grad
                 arrays.append(x.data)
+                needs_grad.append(x._requires_grad)
+                versions.append(x._version[0])
             else:
                 arrays.append(x)
-        record = wants_grad and grad_mode.enabled
-        if record:
-            self.needs_input_grad = tuple([isinstance(x, Tensor) and x._requires_grad for x in inputs])
-            # Version of each input now; backward compares (see check_saved_versions).
-            self.input_versions = [x._version[0] if isinstance(x, Tensor) else -1 for x in inputs]
+                needs_grad.append(False)
+                versions.append(-1)
+        record = grad_mode.enabled and True in needs_grad
         self.backend = backend
-        backend.activate()
+        if backend.needs_activation:
+            backend.activate()
         try:
             out = self.forward(*arrays)
         except ValueError as err:
@@ -450,6 +460,9 @@ class Function:
             result._version = inputs[0]._version
         if record:
             self.inputs = inputs
+            self.needs_input_grad = needs_grad
+            self.input_versions = versions
+            self.epoch = _inplace_epoch
             self.output_version = (result._version, result._version[0], id(out))
             result._node = self
         else:
@@ -475,11 +488,6 @@ class Function:
             f"(version {version}, expected {expected}); the gradient would be wrong. "
             "Clone it before changing it, or change it after backward()."
         )
-
-    def release(self) -> None:
-        """Drops saved arrays and graph edges once backward has used them."""
-        self.inputs = None
-        self.saved = ()
 
 
 def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
@@ -515,29 +523,39 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
     ready = [root_node]
     while ready:
         node = ready.pop()
-        grad = grads.pop(node)
-        node.check_saved_versions()
-        node.backend.activate()
-        input_grads = node.backward(grad)
+        if node.epoch != _inplace_epoch:
+            node.check_saved_versions()
+        if node.backend.needs_activation:
+            node.backend.activate()
+        input_grads = node.backward(grads.pop(node))
         if type(input_grads) is not tuple:
             input_grads = (input_grads,)
         for x, need, g in zip(node.inputs, node.needs_input_grad, input_grads):
             if not need:
                 continue
-            if g is None or g.shape != x.data.shape or g.dtype != x.data.dtype:
+            data = x.data
+            if g is None or g.shape != data.shape or g.dtype != data.dtype:
                 _bad_gradient(node, x, g)
             parent = x._node
             if parent is None:
-                _accumulate(x, g, given)
+                if x.grad is None and g.base is None and type(g) is x._backend.array_type and id(g) not in given:
+                    given.add(id(g))  # the common case of _accumulate, inlined: a fresh array, first gradient
+                    x.grad = _wrap(g, x._backend)
+                else:
+                    _accumulate(x, g, given)
                 continue
             # Fan-out: a value used by several consumers gets the sum of their gradients.
-            previous = grads.get(parent)
-            grads[parent] = g if previous is None else previous + g
-            consumers[parent] -= 1
-            if consumers[parent] == 0:
+            if parent in grads:
+                grads[parent] = grads[parent] + g
+            else:
+                grads[parent] = g
+            remaining = consumers[parent] - 1
+            consumers[parent] = remaining
+            if remaining == 0:
                 ready.append(parent)
         if not retain_graph:
-            node.release()
+            node.inputs = None  # frees the saved arrays and the edges to the inputs
+            node.saved = ()
 
 
 def _accumulate(leaf: Tensor, g: Any, given: set[int]) -> None:

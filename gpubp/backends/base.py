@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 class Backend:
@@ -23,6 +24,8 @@ class Backend:
     device: str
     xp: Any
     array_type: type
+    # Whether activate() must run before each op (a GPU backend on a multi-device machine).
+    needs_activation = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.device}>"
@@ -53,8 +56,7 @@ class Backend:
     def check_labels(self, labels: Any, classes: int) -> None:
         """Raises IndexError when a class label is outside [0, classes)."""
         # Viewed as unsigned, negative labels become huge: one reduction checks both ends.
-        unsigned = labels.view(f"u{labels.dtype.itemsize}")
-        if labels.size and unsigned.max() >= classes:
+        if labels.size and labels.view(_UNSIGNED[labels.dtype.itemsize]).max() >= classes:
             bad = labels[(labels < 0) | (labels >= classes)]
             raise IndexError(
                 f"cross_entropy: label {int(bad[0])} is out of range for {classes} classes "

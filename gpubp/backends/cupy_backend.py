@@ -46,6 +46,7 @@ class CupyBackend(Backend):
     name = "cuda"
     xp = cupy
     array_type = cupy.ndarray
+    needs_activation = True  # CuPy refuses arrays of another device than the current one
 
     def __init__(self, index: int) -> None:
         self.index = index

@@ -110,7 +110,7 @@ class Module:
                 if param.backend is not backend:
                     param.data = param.to(backend).data
                     param._backend = backend
-                    param._version[0] += 1
+                    param.bump_version()
                     if param.grad is not None:
                         param.grad = param.grad.to(backend)
         return self

@@ -52,7 +52,8 @@ class Sequential(Module):
     def forward(self, x: Tensor) -> Tensor:
         plan = self._plan
         if plan is None:
-            plan = self._plan = self._fusion_plan()
+            plan = self._fusion_plan()
+            object.__setattr__(self, "_plan", plan)  # not self._plan = ...: __setattr__ would reset it
         for module, activation in plan:
-            x = module(x) if activation is None else module.forward(x, activation)
+            x = module.forward(x) if activation is None else module.forward(x, activation)
         return x

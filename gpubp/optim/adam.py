@@ -52,7 +52,7 @@ class Adam(Optimizer):
                 weight_decay=group["weight_decay"],
                 decoupled=self.decoupled,
             )
-            p._version[0] += 1  # backward through a graph that saved p must now fail
+            p.bump_version()  # backward through a graph that saved p must now fail
 
 
 class AdamW(Adam):

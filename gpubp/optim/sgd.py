@@ -60,4 +60,4 @@ class SGD(Optimizer):
                     nesterov=nesterov,
                     first_step=first_step,
                 )
-                p._version[0] += 1  # backward through a graph that saved p must now fail
+                p.bump_version()  # backward through a graph that saved p must now fail
