@@ -18,7 +18,6 @@ import numpy as np
 from gpubp import dtypes, grad_mode
 from gpubp.backends import Backend
 
-
 # Counts in-place changes to any tensor. A node remembers the count at forward;
 # if it is unchanged at backward, no saved array can have changed and the
 # per-input version check is skipped (the common case in training).
