@@ -6,6 +6,8 @@ cannot be used; the CPU parameters always run.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def mnist_like_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny learnable data set in MNIST format (gzip IDX files): 10×10 images
+    whose class k lights up row k, 300 train and 100 test samples."""
+    from gpubp.data.idx import write_idx
+
+    folder = tmp_path_factory.mktemp("mnist-like")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 300), ("t10k", 100)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        images = rng.integers(0, 80, size=(n, 10, 10), dtype=np.uint8)
+        images[np.arange(n), labels, :] = 255
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
