@@ -84,6 +84,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raises ConfigError for the first invalid option; returns self."""
         _choice("dataset", self.dataset, DATASETS)
+        if self.dataset == "spirals" and self.data is not None:
+            raise ConfigError("--data names a folder of MNIST-format files; the spirals data set is generated")
         _choice("activation", self.activation, tuple(ACTIVATIONS))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
@@ -136,7 +138,7 @@ def resolve_device(device: str) -> str:
     try:
         # The backend's own name is canonical ("cuda" -> "cuda:0"), so checkpoints compare equal.
         return get_backend(device).device
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         raise ConfigError(f"--device {device}: {err}") from err
 
 

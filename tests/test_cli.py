@@ -104,6 +104,8 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
         (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
         (["--data", "/no/such/folder"], "data folder /no/such/folder does not exist"),
         (["--resume"], "--resume needs --out DIR"),
+        (["--dataset", "spirals", "--data", "/tmp"], "the spirals data set is generated"),
+        (["--threads", "0"], "--threads must be a positive integer, got 0"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
@@ -161,6 +163,15 @@ def test_eval_of_a_damaged_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no such checkpoint file" in _one_line_error(capsys)
 
 
+def test_eval_rejects_an_unknown_device(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train(tmp_path, mnist_like_dir) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--device", "tpu"]) == 2
+    assert "--device tpu: unknown device 'tpu'" in _one_line_error(capsys)
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "choose a command" in _one_line_error(capsys)
@@ -189,3 +200,19 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     weights_before = load_checkpoint(out / "checkpoint.npz").model_state()
     assert all(np.isfinite(w).all() for w in weights_before.values())
     assert main(["train", "--out", str(out), "--resume", "--epochs", str(meta["epoch"] + 1), "--no-progress"]) == 0
+
+
+def test_curves_png_when_matplotlib_is_installed(tmp_path: Path, mnist_like_dir: Path) -> None:
+    pytest.importorskip("matplotlib")
+    assert _train(tmp_path, mnist_like_dir, "--no-progress") == 0
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_png_and_no_error_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpubp.metrics import write_metrics
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0, "test_acc": 0.5}
+    written = write_metrics(tmp_path, [row], {"seed": 0})
+    assert [p.name for p in written] == ["metrics.csv", "metrics.json"]
+    assert not (tmp_path / "curves.png").exists()

@@ -75,7 +75,7 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
     Debian package's folder), "mnist" (from ``data_dir``) or "spirals" (generated)."""
     if name == "spirals":
         if data_dir is not None:
-            raise ValueError("the spirals data set is generated; it takes no data folder")
+            raise DatasetError("the spirals data set is generated; it takes no data folder (--data)")
         return make_spirals()
     if name == "fashion-mnist":
         return load_idx_folder(data_dir or FASHION_MNIST_DIR, name, FASHION_MNIST_CLASSES)
@@ -86,7 +86,7 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
                 "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz"
             )
         return load_idx_folder(data_dir, name, DIGITS)
-    raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def load_idx_folder(folder: str | os.PathLike, name: str, classes: tuple[str, ...] = DIGITS) -> Dataset:
