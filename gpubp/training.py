@@ -68,7 +68,7 @@ class TrainConfig:
 
     dataset: str = "fashion-mnist"
     data: str | None = None
-    hidden: tuple[int, ...] = (256, 128)
+    hidden: tuple[int, ...] = (512, 256)
     activation: str = "sigmoid"
     epochs: int = 20
     batch_size: int = 128
