@@ -7,6 +7,7 @@ cannot be used; the CPU parameters always run.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # The tests use small arrays, where BLAS threads only cost: on a busy 2-core
 # machine OpenBLAS's spinning threads made the suite ten times slower. This
@@ -54,3 +55,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def mnist_like_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny learnable data set in MNIST format (gzip IDX files): 10×10 images
+    whose class k lights up row k, 300 train and 100 test samples."""
+    from gpubp.data.idx import write_idx
+
+    folder = tmp_path_factory.mktemp("mnist-like")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 300), ("t10k", 100)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        images = rng.integers(0, 80, size=(n, 10, 10), dtype=np.uint8)
+        images[np.arange(n), labels, :] = 255
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder

@@ -1,0 +1,333 @@
+"""The command line: ``gpubp train`` trains an MLP, ``gpubp eval`` scores a checkpoint.
+
+Also run as ``python -m gpubp``. Option errors and problems with the data or a
+checkpoint end with one line on stderr and a non-zero exit status: 2 for bad
+options, 1 for missing or damaged files, 130 when interrupted with Ctrl-C
+(after saving a checkpoint that ``--resume`` continues from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import numpy as np
+
+from gpubp.checkpoint import CheckpointError, load_checkpoint
+from gpubp.cpu_threads import set_blas_threads
+from gpubp.data.datasets import DATASETS, DataNotFoundError, DatasetError, load_dataset
+from gpubp.data.idx import IDXError
+from gpubp.progress import is_terminal, progress_bar
+from gpubp.training import (
+    ACTIVATIONS,
+    CHECKPOINT_FILE,
+    DEFAULT_LR,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    Run,
+    TrainConfig,
+    TrainingInterrupted,
+    evaluate_checkpoint,
+)
+
+# One BLAS thread: as fast as two on a quiet 2-core machine for these small products
+# within a small factor, and several times faster when the cores are shared.
+DEFAULT_THREADS = 1
+# Options a resumed run may change; every other one is fixed by the checkpoint.
+RESUMABLE = ("epochs", "device", "data")
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+_DEFAULTS = TrainConfig()
+_DEFAULT_LRS = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
+
+
+class UsageError(Exception):
+    """A bad command line, reported as one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the usage and exits; a one-line message is friendlier and testable.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``gpubp`` and its subcommands."""
+    parser = _Parser(prog="gpubp", description="Train and evaluate MLPs with the gpubp autodiff engine.")
+    commands = parser.add_subparsers(dest="command", metavar="{train,eval}")
+
+    train = commands.add_parser(
+        "train",
+        help="train an MLP classifier (Fashion-MNIST by default)",
+        description="Train an MLP classifier, with a checkpoint and metrics in --out after every epoch.",
+    )
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, help=f"data set (default {_DEFAULTS.dataset})")
+    data.add_argument(
+        "--data", metavar="DIR", help="folder with the MNIST-format files (default: the Debian package's folder)"
+    )
+    model = train.add_argument_group("model")
+    model.add_argument(
+        "--hidden",
+        type=_hidden_sizes,
+        metavar="N,N,...",
+        help=f"hidden layer sizes (default {_show(_DEFAULTS.hidden)})",
+    )
+    model.add_argument(
+        "--activation", choices=tuple(ACTIVATIONS), help=f"hidden activation (default {_DEFAULTS.activation})"
+    )
+    model.add_argument(
+        "--dropout",
+        type=float,
+        metavar="P",
+        help=f"inverted dropout after each hidden layer (default {_DEFAULTS.dropout})",
+    )
+    optim = train.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, help=f"epochs to train (default {_DEFAULTS.epochs})")
+    optim.add_argument("--batch-size", type=int, metavar="N", help=f"samples per step (default {_DEFAULTS.batch_size})")
+    optim.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help=f"sgd, momentum (SGD with momentum) or adam (default {_DEFAULTS.optimizer})",
+    )
+    optim.add_argument("--lr", type=float, help=f"learning rate (default: {_DEFAULT_LRS})")
+    optim.add_argument(
+        "--momentum", type=float, help=f"momentum of --optimizer momentum (default {_DEFAULTS.momentum})"
+    )
+    optim.add_argument(
+        "--schedule", choices=SCHEDULES, help=f"learning-rate schedule over the run (default {_DEFAULTS.schedule})"
+    )
+    optim.add_argument(
+        "--weight-decay", type=float, metavar="L2", help="L2 penalty λ/2·Σ‖W‖² on weights, not biases (default 0)"
+    )
+    run = train.add_argument_group("run")
+    _add_threads(run)
+    run.add_argument(
+        "--seed", type=int, help=f"seed of initialisation, shuffling and dropout (default {_DEFAULTS.seed})"
+    )
+    run.add_argument("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N (default auto)")
+    run.add_argument("--out", metavar="DIR", help="folder for the checkpoint and metrics (default runs/DATASET-TIME)")
+    run.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (it is off anyway when not on a terminal)"
+    )
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="print the test accuracy and confusion matrix of a checkpoint",
+        description="Evaluate a checkpoint on its data set's test split.",
+    )
+    evaluate.add_argument("checkpoint", help="a checkpoint file, or a run folder holding checkpoint.npz")
+    evaluate.add_argument(
+        "--data", metavar="DIR", help="folder with the MNIST-format files (default: the one trained on)"
+    )
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    _add_threads(evaluate)
+    evaluate.add_argument(
+        "--batch-size", type=int, default=1000, metavar="N", help="samples per forward pass (default 1000)"
+    )
+    return parser
+
+
+def _add_threads(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"BLAS threads for CPU matrix products (default {DEFAULT_THREADS}: OpenBLAS threads spin-wait "
+        "for each other, so several are slower as soon as another process shares the cores)",
+    )
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    if args.threads <= 0:
+        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+    if not set_blas_threads(args.threads) and args.threads != DEFAULT_THREADS:
+        print(f"gpubp: note: could not set the BLAS thread count to {args.threads} (try: pip install threadpoolctl)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line and returns the exit status."""
+    prog = "gpubp"
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("gpubp: error: choose a command: train or eval (see gpubp --help)")
+        prog = f"gpubp {args.command}"
+        _apply_threads(args)
+        return _train(args) if args.command == "train" else _eval(args)
+    except UsageError as err:
+        return _fail(str(err), EXIT_USAGE)
+    except ConfigError as err:
+        return _fail(f"{prog}: error: {err}", EXIT_USAGE)
+    except (DataNotFoundError, DatasetError, IDXError, CheckpointError, OSError) as err:
+        return _fail(f"{prog}: error: {err}", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return _fail(f"{prog}: interrupted", EXIT_INTERRUPTED)
+
+
+def _train(args: argparse.Namespace) -> int:
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    if args.resume:
+        if args.out is None:
+            raise UsageError("gpubp train: error: --resume needs --out DIR, the folder of the run to continue")
+        out = Path(args.out)
+        checkpoint = load_checkpoint(out / CHECKPOINT_FILE)
+        try:
+            saved = TrainConfig.from_dict(checkpoint.meta["config"])
+        except (KeyError, TypeError, ConfigError) as err:
+            raise CheckpointError(f"{checkpoint.path}: damaged config ({err})") from err
+        for name, value in given.items():
+            if name not in RESUMABLE and value != getattr(saved, name):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} {_show(value)} differs from the resumed run's "
+                    f"{_show(getattr(saved, name))}; a resumed run keeps its settings "
+                    f"(only --{', --'.join(RESUMABLE)} may change)"
+                )
+        config = replace(saved, **{k: v for k, v in given.items() if k in RESUMABLE}).validate()
+        dataset = load_dataset(config.dataset, config.data)
+        run = Run.resume(checkpoint, config, dataset, out)
+        if run.finished:
+            print(f"{out}: the run has already trained {run.epoch} epochs; pass a larger --epochs to continue it")
+            return 0
+        print(f"resuming {out} at epoch {run.epoch + 1}, batch {run.batch}")
+    else:
+        config = TrainConfig(**given).validate()
+        out = Path(args.out) if args.out is not None else _new_run_folder(config.dataset)
+        if (out / CHECKPOINT_FILE).exists():
+            raise ConfigError(f"--out {out} already holds a run; continue it with --resume, or choose another --out")
+        dataset = load_dataset(config.dataset, config.data)
+        run = Run.create(config, dataset, out)
+    print(dataset.describe())
+    print(run.describe())
+    print(f"writing the checkpoint and metrics to {out}/", flush=True)
+
+    enabled = not args.no_progress and is_terminal(sys.stdout, sys.stderr)
+
+    def bar(epoch: int, total: int, done: int) -> Any:
+        return progress_bar(total, f"epoch {epoch + 1}/{config.epochs}", done, enabled)
+
+    started = time.perf_counter()
+    try:
+        with _StopOnCtrlC() as stop:
+            history = run.fit(bar=bar, log=lambda line: print(line, flush=True), should_stop=stop.requested)
+    except TrainingInterrupted as err:
+        print(
+            f"gpubp train: {err}. Continue with: gpubp train --out {out} --resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        saved = f"; the last checkpoint is {run.checkpoint_path}" if run.checkpoint_path.exists() else ""
+        return _fail(f"gpubp train: aborted{saved}", EXIT_INTERRUPTED)
+    last = history[-1]
+    print(
+        f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs "
+        f"({time.perf_counter() - started:.1f}s); checkpoint {run.checkpoint_path}"
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    checkpoint = load_checkpoint(path)
+    result, dataset = evaluate_checkpoint(checkpoint, data=args.data, device=args.device, batch_size=args.batch_size)
+    print(f"{dataset.name} test split ({dataset.source}): {result.total} samples")
+    print(f"test accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), loss {result.loss:.4f}")
+    print()
+    print(format_confusion(result.confusion, dataset.classes))
+    return 0
+
+
+def format_confusion(confusion: np.ndarray, classes: tuple[str, ...]) -> str:
+    """The confusion matrix as a table: rows are true classes, columns predictions
+    (by index), and each row's recall at the end."""
+    n = len(classes)
+    name_width = max(len(f"{i} {c}") for i, c in enumerate(classes))
+    cell = max(len(str(int(confusion.max()))) if confusion.size else 1, len(str(n - 1))) + 1
+    lines = ["confusion matrix (rows: true class, columns: predicted class)"]
+    lines.append(" " * name_width + "".join(f"{j:>{cell}}" for j in range(n)) + "   recall")
+    for i, name in enumerate(classes):
+        row = confusion[i]
+        recall = row[i] / row.sum() if row.sum() else float("nan")
+        lines.append(f"{f'{i} {name}':<{name_width}}" + "".join(f"{int(v):>{cell}}" for v in row) + f"   {recall:.3f}")
+    return "\n".join(lines)
+
+
+class _StopOnCtrlC:
+    """While active, the first Ctrl-C asks training to stop after the current batch
+    (which then saves a checkpoint); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous: Any = None
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+        print("\nstopping after this batch to save a checkpoint (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _StopOnCtrlC:
+        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C stays a KeyboardInterrupt.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _hidden_sizes(text: str) -> tuple[int, ...]:
+    """ "256,128" -> (256, 128); "" or "none" -> no hidden layer (softmax regression)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    sizes = []
+    for part in text.split(","):
+        try:
+            size = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"layer sizes must be integers like 256,128, got {text!r}") from None
+        if size <= 0:
+            raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {size} in {text!r}")
+        sizes.append(size)
+    return tuple(sizes)
+
+
+def _new_run_folder(dataset: str) -> Path:
+    base = Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 2
+    while out.exists():
+        out, n = Path(f"{base}-{n}"), n + 1
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def _fail(message: str, status: int) -> int:
+    print(message, file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
