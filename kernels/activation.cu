@@ -7,60 +7,10 @@
 // Template parameters: T is the storage type (half_t, float, double; half_t
 // does its arithmetic in float), ACT the activation (0 none, 1 sigmoid, 2 tanh,
 // 3 relu), VEC the elements per 16-byte access (1 when a pointer is not 16-byte
-// aligned). The host picks VEC and the grid (gpubp/backends/kernel_names.py).
-//
-// This file is self-contained on purpose: CuPy's compile cache keys on the
-// source text only, so an #include'd header could go stale in the cache. No
-// CUDA headers either (NVRTC may run without the toolkit's headers).
+// aligned). The host picks VEC and the grid (gpubp/backends/kernel_catalog.py).
+// Shared types and math: common.cuh.
 
-// -- storage types ------------------------------------------------------------
-// float16 as raw bits with PTX conversions, so <cuda_fp16.h> is not needed.
-struct alignas(2) half_t {
-    unsigned short bits;
-};
-
-template <typename T>
-struct Num;
-
-template <>
-struct Num<float> {
-    typedef float acc;
-    static __device__ __forceinline__ float load(float x) { return x; }
-    static __device__ __forceinline__ float store(float x) { return x; }
-};
-
-template <>
-struct Num<double> {
-    typedef double acc;
-    static __device__ __forceinline__ double load(double x) { return x; }
-    static __device__ __forceinline__ double store(double x) { return x; }
-};
-
-template <>
-struct Num<half_t> {
-    typedef float acc;
-    static __device__ __forceinline__ float load(half_t h) {
-        float f;
-        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
-        return f;
-    }
-    static __device__ __forceinline__ half_t store(float f) {
-        half_t h;
-        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
-        return h;
-    }
-};
-
-// VEC consecutive elements moved as one 16-byte (or narrower) access.
-template <typename T, int VEC>
-struct alignas(sizeof(T) * VEC) Pack {
-    T v[VEC];
-};
-
-__device__ __forceinline__ float math_exp(float x) { return expf(x); }
-__device__ __forceinline__ double math_exp(double x) { return exp(x); }
-__device__ __forceinline__ float math_tanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double math_tanh(double x) { return tanh(x); }
+#include "common.cuh"
 
 // -- the activations, in the twin's order of operations ----------------------
 template <int ACT, typename A>

@@ -7,51 +7,9 @@
 // T is the storage type (half_t, float, double; half_t does its arithmetic in
 // float), VEC the elements per 16-byte access. Scalars arrive in the arithmetic
 // type, precomputed on the host (no device value is ever read back).
-// Self-contained on purpose (see activation.cu).
+// Shared types and math: common.cuh.
 
-struct alignas(2) half_t {
-    unsigned short bits;
-};
-
-template <typename T>
-struct Num;
-
-template <>
-struct Num<float> {
-    typedef float acc;
-    static __device__ __forceinline__ float load(float x) { return x; }
-    static __device__ __forceinline__ float store(float x) { return x; }
-};
-
-template <>
-struct Num<double> {
-    typedef double acc;
-    static __device__ __forceinline__ double load(double x) { return x; }
-    static __device__ __forceinline__ double store(double x) { return x; }
-};
-
-template <>
-struct Num<half_t> {
-    typedef float acc;
-    static __device__ __forceinline__ float load(half_t h) {
-        float f;
-        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
-        return f;
-    }
-    static __device__ __forceinline__ half_t store(float f) {
-        half_t h;
-        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
-        return h;
-    }
-};
-
-template <typename T, int VEC>
-struct alignas(sizeof(T) * VEC) Pack {
-    T v[VEC];
-};
-
-__device__ __forceinline__ float math_sqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double math_sqrt(double x) { return sqrt(x); }
+#include "common.cuh"
 
 // SGD for one element: d = g + wd*p; with momentum, buf = first ? d : m*buf + (1-dampening)*d
 // and d = nesterov ? d + m*buf : buf; then p -= lr*d. Returns the new (p, buf).

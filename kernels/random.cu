@@ -11,37 +11,10 @@
 // so that a host-only test program can check it against the published known
 // answers without a GPU.
 //
-// T is the storage type (half_t, float, double). Self-contained on purpose
-// (see activation.cu).
+// T is the storage type (half_t, float, double). Shared types and math:
+// common.cuh.
 
-struct alignas(2) half_t {
-    unsigned short bits;
-};
-
-template <typename T>
-struct Num;
-
-template <>
-struct Num<float> {
-    typedef float acc;
-    static __device__ __forceinline__ float store(float x) { return x; }
-};
-
-template <>
-struct Num<double> {
-    typedef double acc;
-    static __device__ __forceinline__ double store(double x) { return x; }
-};
-
-template <>
-struct Num<half_t> {
-    typedef float acc;
-    static __device__ __forceinline__ half_t store(float f) {
-        half_t h;
-        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
-        return h;
-    }
-};
+#include "common.cuh"
 
 struct Words {
     unsigned int w[4];
@@ -135,13 +108,6 @@ __global__ void uniform(T* out, long long n, unsigned long long seed, unsigned l
         }
     }
 }
-
-__device__ __forceinline__ float math_log(float x) { return logf(x); }
-__device__ __forceinline__ double math_log(double x) { return log(x); }
-__device__ __forceinline__ float math_sqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double math_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ void math_sincospi(float x, float* s, float* c) { sincospif(x, s, c); }
-__device__ __forceinline__ void math_sincospi(double x, double* s, double* c) { sincospi(x, s, c); }
 
 // Standard normal samples by Box-Muller on pairs (u1, u2), u1 taken in (0, 1]
 // as 1 - u so that log never sees 0. half_t draws float uniforms (11 bits would

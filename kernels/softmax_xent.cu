@@ -13,52 +13,9 @@
 // Backward: one pass over the saved probabilities, (softmax - onehot) * g / N.
 //
 // T is the storage type (half_t, float, double), L the label type (int or
-// long long). Self-contained on purpose (see activation.cu).
+// long long). Shared types and math: common.cuh.
 
-struct alignas(2) half_t {
-    unsigned short bits;
-};
-
-template <typename T>
-struct Num;
-
-template <>
-struct Num<float> {
-    typedef float acc;
-    static __device__ __forceinline__ float load(float x) { return x; }
-    static __device__ __forceinline__ float store(float x) { return x; }
-};
-
-template <>
-struct Num<double> {
-    typedef double acc;
-    static __device__ __forceinline__ double load(double x) { return x; }
-    static __device__ __forceinline__ double store(double x) { return x; }
-};
-
-template <>
-struct Num<half_t> {
-    typedef float acc;
-    static __device__ __forceinline__ float load(half_t h) {
-        float f;
-        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
-        return f;
-    }
-    static __device__ __forceinline__ half_t store(float f) {
-        half_t h;
-        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
-        return h;
-    }
-};
-
-__device__ __forceinline__ float math_exp(float x) { return expf(x); }
-__device__ __forceinline__ double math_exp(double x) { return exp(x); }
-__device__ __forceinline__ float math_log(float x) { return logf(x); }
-__device__ __forceinline__ double math_log(double x) { return log(x); }
-__device__ __forceinline__ float quiet_nan(float) { return __int_as_float(0x7fc00000); }
-__device__ __forceinline__ double quiet_nan(double) { return __longlong_as_double(0x7ff8000000000000LL); }
-__device__ __forceinline__ float infinity(float) { return __int_as_float(0x7f800000); }
-__device__ __forceinline__ double infinity(double) { return __longlong_as_double(0x7ff0000000000000LL); }
+#include "common.cuh"
 
 // e^(a - b) for a <= b, where a = -inf contributes 0 even when b is -inf too
 // (a row whose entries so far are all -inf must not turn its sum into NaN).

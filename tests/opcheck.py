@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 
 import gpubp as gp
 
@@ -64,3 +65,20 @@ class OpCase:
         ]
         report = gp.gradcheck(self.forward, tensors)
         assert report.ok and set(report.differences) == set(differentiable)
+
+
+def op_tests(cases: list[OpCase]) -> tuple[Callable[..., None], Callable[..., None]]:
+    """The two tests of an op table, for a test module to bind:
+    ``test_forward, test_gradient = op_tests(CASES)``. Forward runs on every
+    backend and dtype (the ``device`` and ``dtype`` fixtures), the gradient
+    check on every backend in float64."""
+
+    @pytest.mark.parametrize("case", cases, ids=str)
+    def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
+        case.check_forward(dtype, device)
+
+    @pytest.mark.parametrize("case", cases, ids=str)
+    def test_gradient(case: OpCase, device: str) -> None:
+        case.check_gradient(device)
+
+    return test_forward, test_gradient

@@ -10,8 +10,12 @@ A kernel is named the way CuPy's ``RawModule(name_expressions=...)`` wants it:
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
+
+# A local include of one of our headers (kernels/*.cuh), inlined by kernel_source.
+_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_]+\.cuh)"$', re.MULTILINE)
 
 # Storage dtype name -> C++ type in the kernels. half_t is float16 bits with float arithmetic.
 FLOAT_TYPES = {"float16": "half_t", "float32": "float", "float64": "double"}
@@ -163,8 +167,11 @@ def kernel_path(family: str) -> Path:
 
 
 def kernel_source(family: str) -> str:
-    """The CUDA C++ source text of a family."""
-    return kernel_path(family).read_text(encoding="utf-8")
+    """The CUDA C++ source text of a family, with its ``#include "common.cuh"``
+    replaced by that header's text: CuPy keys its compile cache on the text it
+    is given, so the key must cover the shared header too."""
+    path = kernel_path(family)
+    return _INCLUDE.sub(lambda m: (path.parent / m.group(1)).read_text(encoding="utf-8"), path.read_text("utf-8"))
 
 
 def instantiation_unit(family: str, source: Path | None = None) -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gpubp as gp
-from tests.opcheck import OpCase, away_from_zero, normal
+from tests.opcheck import OpCase, away_from_zero, normal, op_tests
 
 
 def np_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -27,14 +27,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
-    case.check_forward(dtype, device)
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradient(case: OpCase, device: str) -> None:
-    case.check_gradient(device)
+test_forward, test_gradient = op_tests(CASES)
 
 
 @pytest.mark.parametrize("fn", [gp.sigmoid, gp.tanh, gp.softmax, gp.log_softmax], ids=lambda f: f.__name__)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import gpubp as gp
-from tests.opcheck import OpCase, normal, positive
+from tests.opcheck import OpCase, normal, op_tests, positive
 
 CASES = [
     OpCase("add", lambda a, b: a + b, np.add, [normal(3, 4), normal(3, 4)]),
@@ -33,14 +33,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
-    case.check_forward(dtype, device)
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradient(case: OpCase, device: str) -> None:
-    case.check_gradient(device)
+test_forward, test_gradient = op_tests(CASES)
 
 
 def test_mixed_dtypes_raise_instead_of_promoting() -> None:

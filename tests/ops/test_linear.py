@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import gpubp as gp
-from tests.opcheck import OpCase, away_from_zero, normal
+from tests.opcheck import OpCase, away_from_zero, normal, op_tests
 from tests.ops.test_activation import np_sigmoid
 
 ACTIVATIONS = {None: lambda z: z, "sigmoid": np_sigmoid, "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}
@@ -27,14 +27,7 @@ def case(activation: str | None, bias: bool = True, x_shape: tuple = (5, 3)) -> 
 CASES = [case(a) for a in ACTIVATIONS] + [case("sigmoid", bias=False), case("tanh", x_shape=(2, 5, 3))]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
-    case.check_forward(dtype, device)
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradient(case: OpCase, device: str) -> None:
-    case.check_gradient(device)
+test_forward, test_gradient = op_tests(CASES)
 
 
 def test_fused_equals_unfused_for_sequential() -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gpubp as gp
-from tests.opcheck import OpCase, normal
+from tests.opcheck import OpCase, normal, op_tests
 from tests.ops.test_activation import np_log_softmax
 
 LABELS = np.array([0, 3, 1, 3, 2])
@@ -42,14 +42,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
-    case.check_forward(dtype, device)
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradient(case: OpCase, device: str) -> None:
-    case.check_gradient(device)
+test_forward, test_gradient = op_tests(CASES)
 
 
 def test_cross_entropy_gradient_is_softmax_minus_onehot_over_n() -> None:

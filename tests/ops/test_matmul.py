@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import gpubp as gp
-from tests.opcheck import OpCase, normal
+from tests.opcheck import OpCase, normal, op_tests
 
 CASES = [
     OpCase("matrix_matrix", lambda a, b: a @ b, np.matmul, [normal(3, 4), normal(4, 5)]),
@@ -14,14 +14,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
-    case.check_forward(dtype, device)
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradient(case: OpCase, device: str) -> None:
-    case.check_gradient(device)
+test_forward, test_gradient = op_tests(CASES)
 
 
 def test_shape_mismatch_names_both_shapes() -> None:

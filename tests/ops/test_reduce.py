@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import gpubp as gp
-from tests.opcheck import OpCase, normal
+from tests.opcheck import OpCase, normal, op_tests
 
 CASES = [
     OpCase("sum_all", lambda a: a.sum(), np.sum, [normal(3, 4)]),
@@ -27,14 +27,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
-    case.check_forward(dtype, device)
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradient(case: OpCase, device: str) -> None:
-    case.check_gradient(device)
+test_forward, test_gradient = op_tests(CASES)
 
 
 def test_max_ties_share_the_gradient() -> None:

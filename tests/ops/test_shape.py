@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 
 import gpubp as gp
-from tests.opcheck import OpCase, normal
+from tests.opcheck import OpCase, normal, op_tests
 
 CASES = [
     OpCase("reshape", lambda a: a.reshape(4, 3), lambda a: a.reshape(4, 3), [normal(3, 4)]),
@@ -17,14 +16,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_forward(case: OpCase, dtype: np.dtype, device: str) -> None:
-    case.check_forward(dtype, device)
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_gradient(case: OpCase, device: str) -> None:
-    case.check_gradient(device)
+test_forward, test_gradient = op_tests(CASES)
 
 
 def test_bad_reshape_names_op() -> None:
