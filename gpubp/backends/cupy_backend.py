@@ -334,33 +334,15 @@ class CupyBackend(Backend):
             and all(o.dtype == param.dtype and o.shape == param.shape for o in others)
         )
 
-    def sgd_update(
-        self,
-        param: Any,
-        grad: Any,
-        momentum_buffer: Any,
-        *,
-        lr: float,
-        momentum: float,
-        dampening: float,
-        weight_decay: float,
-        nesterov: bool,
-        first_step: bool,
-    ) -> None:
+    def sgd_update(self, param: Any, grad: Any, momentum_buffer: Any, **hyper: Any) -> None:
+        """Backend.sgd_update (same arguments) as one kernel launch."""
+        momentum = hyper["momentum"]
         buffers = (momentum_buffer,) if momentum else ()
         if not self._update_ready(param, grad, *buffers) or any(not b.flags.c_contiguous for b in buffers):
-            super().sgd_update(
-                param,
-                grad,
-                momentum_buffer,
-                lr=lr,
-                momentum=momentum,
-                dampening=dampening,
-                weight_decay=weight_decay,
-                nesterov=nesterov,
-                first_step=first_step,
-            )
+            super().sgd_update(param, grad, momentum_buffer, **hyper)
             return
+        lr, dampening, weight_decay = hyper["lr"], hyper["dampening"], hyper["weight_decay"]
+        nesterov, first_step = hyper["nesterov"], hyper["first_step"]
         if param.size == 0:
             return
         self.activate()
@@ -382,37 +364,15 @@ class CupyBackend(Backend):
         )
         self._launch("optim", catalog.sgd_update(dtype, vec), -(-param.size // vec), args)
 
-    def adam_update(
-        self,
-        param: Any,
-        grad: Any,
-        exp_avg: Any,
-        exp_avg_sq: Any,
-        *,
-        step: int,
-        lr: float,
-        beta1: float,
-        beta2: float,
-        eps: float,
-        weight_decay: float,
-        decoupled: bool,
-    ) -> None:
+    def adam_update(self, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, **hyper: Any) -> None:
+        """Backend.adam_update (same arguments) as one kernel launch."""
         buffers = (exp_avg, exp_avg_sq)
         if not self._update_ready(param, grad, *buffers) or any(not b.flags.c_contiguous for b in buffers):
-            super().adam_update(
-                param,
-                grad,
-                exp_avg,
-                exp_avg_sq,
-                step=step,
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=eps,
-                weight_decay=weight_decay,
-                decoupled=decoupled,
-            )
+            super().adam_update(param, grad, exp_avg, exp_avg_sq, **hyper)
             return
+        step, lr, eps = hyper["step"], hyper["lr"], hyper["eps"]
+        beta1, beta2 = hyper["beta1"], hyper["beta2"]
+        weight_decay, decoupled = hyper["weight_decay"], hyper["decoupled"]
         if param.size == 0:
             return
         self.activate()
