@@ -8,6 +8,23 @@ import numpy as np
 
 from gpubp.backends.base import Backend
 
+# Optimizer updates walk big parameters in pieces of this many entries, so their
+# temporaries (lr·g, m/√v, ...) stay in cache instead of being parameter-sized
+# arrays allocated, page-faulted and freed on every step.
+UPDATE_CHUNK = 1 << 16
+
+
+def _chunks(*arrays: Any) -> Any:
+    """Matching flat slices of equally sized contiguous arrays (None stays None)."""
+    flat = [None if a is None else a.reshape(-1) for a in arrays]
+    size = arrays[0].size
+    for start in range(0, size, UPDATE_CHUNK):
+        yield tuple(None if a is None else a[start : start + UPDATE_CHUNK] for a in flat)
+
+
+def _chunkable(*arrays: Any) -> bool:
+    return arrays[0].size > UPDATE_CHUNK and all(a is None or a.flags.c_contiguous for a in arrays)
+
 
 class NumpyBackend(Backend):
     """Runs every op with NumPy on the CPU; the reference path for all other backends."""
@@ -54,3 +71,15 @@ class NumpyBackend(Backend):
         # e^(−z) overflowing to inf is the intended limit; silence NumPy's warning.
         with np.errstate(over="ignore"):
             return super().sigmoid(z, out=out)
+
+    def sgd_update(self, param: Any, grad: Any, momentum_buffer: Any, **hyper: Any) -> None:
+        if not _chunkable(param, grad, momentum_buffer):
+            return super().sgd_update(param, grad, momentum_buffer, **hyper)
+        for chunk in _chunks(param, grad, momentum_buffer):
+            super().sgd_update(*chunk, **hyper)
+
+    def adam_update(self, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, **hyper: Any) -> None:
+        if not _chunkable(param, grad, exp_avg, exp_avg_sq):
+            return super().adam_update(param, grad, exp_avg, exp_avg_sq, **hyper)
+        for chunk in _chunks(param, grad, exp_avg, exp_avg_sq):
+            super().adam_update(*chunk, **hyper)

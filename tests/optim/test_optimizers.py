@@ -105,3 +105,27 @@ def test_float32_updates_stay_float32() -> None:
 def test_bad_hyperparameters(factory, message) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         factory([gp.ones(2, requires_grad=True)])
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda p: gp.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+        lambda p: gp.optim.AdamW(p, lr=1e-2),
+    ],
+    ids=["sgd", "adamw"],
+)
+def test_chunked_updates_of_big_parameters_equal_whole_ones(factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpubp.backends import numpy_backend
+
+    def run(chunk: int) -> np.ndarray:
+        monkeypatch.setattr(numpy_backend, "UPDATE_CHUNK", chunk)
+        w = gp.tensor(np.linspace(-1, 1, 1000).reshape(40, 25), requires_grad=True)
+        opt = factory([w])
+        for _ in range(3):
+            opt.zero_grad()
+            (w * w * w).sum().backward()
+            opt.step()
+        return w.numpy()
+
+    np.testing.assert_array_equal(run(1 << 20), run(64))  # 64 does not divide 1000: a short last piece
