@@ -6,7 +6,8 @@ Method. NumPy reports every array buffer it allocates to ``tracemalloc`` (as do
 Python's own objects), so tracing from before the network is built sees all the
 memory the step holds. In a fresh process:
 
-1. start tracing (baseline B: what the imports left);
+1. after a throwaway run of a tiny network (so lazy imports and caches are
+   filled), start tracing (baseline B);
 2. build the contender, run two untimed steps so gradients and optimizer state
    exist as they do in the middle of training (steady state);
 3. reset the peak, run one step, read the peak P and the memory C held just
@@ -41,6 +42,12 @@ def measure(name: str, config: Config, device: str = "cpu") -> dict:
         raise ValueError("PyTorch's allocator is invisible to tracemalloc: no memory figure for torch")
     from benchmarks.contenders import build
 
+    # A throwaway run first: imports and caches that the first step fills lazily
+    # must not count as the step's memory.
+    warm = build(name, Config((8, 4, 2), 2), device)
+    warm.step()
+    warm.step()
+    del warm
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
