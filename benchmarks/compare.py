@@ -83,8 +83,8 @@ class ProcessWorker:
             raise RuntimeError(f"worker {self.name} exited (code {self.proc.wait()}); see its traceback above")
         return json.loads(line)
 
-    def run(self, warmup_s: float, blocks: int, steps: int) -> dict:
-        request = {"cmd": "run", "warmup_s": warmup_s, "blocks": blocks, "steps": steps}
+    def run(self, warmup_s: float, blocks: int, steps: int, clock: str = "wall") -> dict:
+        request = {"cmd": "run", "warmup_s": warmup_s, "blocks": blocks, "steps": steps, "clock": clock}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         return self._reply()
@@ -113,10 +113,10 @@ class LocalWorker:
         self.contender = build(name, config, device, threads)
         self.info = dict(self.contender.info)
 
-    def run(self, warmup_s: float, blocks: int, steps: int) -> dict:
+    def run(self, warmup_s: float, blocks: int, steps: int, clock: str = "wall") -> dict:
         from benchmarks.worker import run_request
 
-        return run_request(self.contender, {"warmup_s": warmup_s, "blocks": blocks, "steps": steps})
+        return run_request(self.contender, {"warmup_s": warmup_s, "blocks": blocks, "steps": steps, "clock": clock})
 
     def close(self) -> None:
         self.contender = None
@@ -145,7 +145,7 @@ class LoadMeter:
     def wait_quiet(self, threshold: float, max_wait: float, window: float = 0.25) -> float:
         """Waits until the other processes use under ``threshold`` cores over a
         ``window``, at most ``max_wait`` seconds; returns the seconds waited."""
-        if not self.available:
+        if not self.available or threshold == float("inf"):
             return 0.0
         start = time.perf_counter()
         while True:
@@ -186,7 +186,7 @@ def start_workers(names: Sequence[str], config: Config, args: argparse.Namespace
 def probe(worker: Any, pause: float) -> float:
     """Seconds per step, roughly: decides how many steps make a block."""
     time.sleep(pause)
-    seconds = worker.run(0.0, 1, 1)["times"][0]
+    seconds = worker.run(0.0, 1, 1)["times"][0]  # wall time: it sizes blocks in wall time
     if seconds < 5e-3:  # too short to trust one step: time a few milliseconds' worth
         seconds = worker.run(0.0, 1, max(1, int(5e-3 / seconds)))["times"][0]
     return seconds
@@ -199,7 +199,7 @@ def run_round(workers: dict, steps: dict, args: argparse.Namespace, meter: LoadM
     for name, worker in workers.items():
         time.sleep(args.pause_ms / 1e3)
         before, start = meter.busy(), time.perf_counter()
-        replies[name] = worker.run(args.warmup_ms / 1e3, args.blocks, steps[name])
+        replies[name] = worker.run(args.warmup_ms / 1e3, args.blocks, steps[name], args.clock)
         wall += time.perf_counter() - start
         if meter.available:
             busy += meter.busy() - before
@@ -259,7 +259,9 @@ def _bench(config: Config, args: argparse.Namespace, workers: dict, skipped: dic
         for name, worker in workers.items():
             time.sleep(pause)
             alone[name] = [
-                t for _ in range(check_rounds) for t in worker.run(warmup, args.blocks, steps[name])["times"]
+                t
+                for _ in range(check_rounds)
+                for t in worker.run(warmup, args.blocks, steps[name], args.clock)["times"]
             ]
 
     result: dict[str, Any] = {
@@ -410,7 +412,8 @@ def write_markdown(path: Path, report: dict) -> None:
         f"# gpubp training-step comparison ({s['device']})",
         "",
         f"- date {m['date']}, commit `{m['commit']}` ({m['branch']})",
-        f"- CPU {m['cpu']}, {m['usable_cpus']} usable cores, {m['threads']} threads for every contender",
+        f"- CPU {m['cpu']}, {m['usable_cpus']} usable cores, {m['threads']} threads for every contender, "
+        f"timed by {'process CPU time' if s['clock'] == 'cpu' else 'wall clock'}",
         f"- BLAS {m['blas']}",
         f"- {', '.join(f'{k} {v}' for k, v in m['versions'].items())}",
         f"- load average at start {m['loadavg_at_start']}, at end {m.get('loadavg_at_end')}",
@@ -498,6 +501,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("-k", "--contenders", default=",".join(NAMES), help=f"comma-separated subset of {','.join(NAMES)}")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=default_threads, help="BLAS/OpenMP threads of every contender")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: time each step by its process's CPU time (needs --threads 1); robust on a busy shared machine",
+    )
     p.add_argument("--rounds", type=int, default=20, help="most interleaved rounds per config")
     p.add_argument("--min-rounds", type=int, default=5, help="fewest rounds, even past --budget")
     p.add_argument(
@@ -510,7 +519,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--pause-ms", type=float, default=100.0, help="idle gap before each turn, so spinning threads settle"
     )
     p.add_argument(
-        "--max-foreign", type=float, default=0.25, help="redo a round if other processes used more cores than this"
+        "--max-foreign",
+        type=float,
+        help="redo a round if other processes used more cores than this (default 0.25 with the wall clock; "
+        "with --clock cpu no round is redone, as a neighbour cannot inflate CPU time)",
     )
     p.add_argument("--retries", type=int, default=3, help="most times a disturbed round is redone")
     p.add_argument("--max-wait", type=float, default=20.0, help="most seconds to wait for a quiet machine per round")
@@ -530,6 +542,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.contenders) - set(NAMES)
     if unknown:
         p.error(f"unknown contenders {sorted(unknown)}; choose from {NAMES}")
+    if args.clock == "cpu" and args.threads != 1:
+        p.error("--clock cpu needs --threads 1: with more threads, spinning BLAS/OpenMP threads count as work")
+    if args.max_foreign is None:
+        args.max_foreign = 0.25 if args.clock == "wall" else float("inf")
     if args.quick:
         args.rounds, args.min_rounds, args.budget, args.check, args.memory = 5, 3, 15.0, False, False
     return args
@@ -548,12 +564,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": describe_machine(args),
         "settings": {
             k: getattr(args, k)
-            for k in ("device", "threads", "rounds", "min_rounds", "budget", "blocks", "block_ms", "warmup_ms")
+            for k in ("device", "threads", "clock", "rounds", "min_rounds", "budget", "blocks", "block_ms", "warmup_ms")
             + ("pause_ms", "max_foreign", "retries", "max_wait", "check", "check_rounds", "memory")
             + ("in_process", "contenders", "command")
         },
         "configs": [],
     }
+    if args.max_foreign == float("inf"):  # JSON has no infinity
+        report["settings"]["max_foreign"] = None
     for config in args.configs:
         report["configs"].append(bench_config(config, args))
     report["machine"]["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None

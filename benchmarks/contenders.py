@@ -23,36 +23,38 @@ NAMES = ("gpubp", "numpy-hand", "torch", "floor")
 
 @dataclass
 class Contender:
-    """A built training step. ``time_block(n)`` runs n steps and returns the
-    seconds per step, measured until the device has finished the work."""
+    """A built training step. ``time_block(n, clock)`` runs n steps and returns the
+    seconds per step, measured until the device has finished the work; on the CPU
+    ``clock`` is ``time.perf_counter`` (wall) or ``time.process_time`` (CPU time of
+    the process, which a busy neighbour cannot inflate when the step is single-threaded)."""
 
     name: str
     device: str
     step: Callable[[], Any]
-    time_block: Callable[[int], float]
+    time_block: Callable[..., float]
     info: dict[str, Any] = field(default_factory=dict)
     # The objects behind ``step`` (model, optimizer, batch), for profile_step.py.
     parts: dict[str, Any] = field(default_factory=dict)
 
 
-def cpu_block_timer(step: Callable[[], Any]) -> Callable[[int], float]:
-    def time_block(n: int) -> float:
-        start = time.perf_counter()
+def cpu_block_timer(step: Callable[[], Any]) -> Callable[..., float]:
+    def time_block(n: int, clock: Callable[[], float] = time.perf_counter) -> float:
+        start = clock()
         for _ in range(n):
             step()
-        return (time.perf_counter() - start) / n
+        return (clock() - start) / n
 
     return time_block
 
 
-def cupy_block_timer(step: Callable[[], Any]) -> Callable[[int], float]:
+def cupy_block_timer(step: Callable[[], Any]) -> Callable[..., float]:
     """CUDA events around the block: the span ends when the GPU has finished the
     last step, not when the CPU has queued it."""
     import cupy
 
     start, end = cupy.cuda.Event(), cupy.cuda.Event()
 
-    def time_block(n: int) -> float:
+    def time_block(n: int, clock: Any = None) -> float:  # events are the clock on a GPU
         cupy.cuda.get_current_stream().synchronize()
         start.record()
         for _ in range(n):
@@ -64,12 +66,12 @@ def cupy_block_timer(step: Callable[[], Any]) -> Callable[[int], float]:
     return time_block
 
 
-def torch_cuda_block_timer(step: Callable[[], Any]) -> Callable[[int], float]:
+def torch_cuda_block_timer(step: Callable[[], Any]) -> Callable[..., float]:
     import torch
 
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    def time_block(n: int) -> float:
+    def time_block(n: int, clock: Any = None) -> float:
         torch.cuda.synchronize()
         start.record()
         for _ in range(n):
@@ -101,7 +103,7 @@ def build(name: str, config: Config, device: str = "cpu", threads: int | None = 
     return builders[name](config, device, threads, seed)
 
 
-def _timer_for(device: str, step: Callable[[], Any]) -> Callable[[int], float]:
+def _timer_for(device: str, step: Callable[[], Any]) -> Callable[..., float]:
     return cpu_block_timer(step) if device == "cpu" else cupy_block_timer(step)
 
 

@@ -1,6 +1,7 @@
 """Where a gpubp training step spends its time beyond the hand-written NumPy step.
 
     python benchmarks/profile_step.py -c medium [--steps 20] [--top 15]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/profile_step.py -c medium --clock cpu   # on a busy machine
 
 Four views, all in this one process (gpubp and the reference both run on
 NumPy/OpenBLAS, so they do not disturb each other as PyTorch would):
@@ -23,6 +24,7 @@ import argparse
 import cProfile
 import functools
 import io
+import os
 import pstats
 import resource
 import statistics
@@ -47,46 +49,50 @@ from gpubp.ops.linear import Linear  # noqa: E402
 from gpubp.ops.loss import CrossEntropy  # noqa: E402
 
 GPUBP_PHASES = ("forward", "loss", "zero_grad", "backward", "update")
+
+# Wall clock by default; --clock cpu switches to the process's CPU time, which
+# a busy neighbour cannot inflate (valid with one BLAS thread only).
+clock = time.perf_counter
 HAND_PHASES = ("forward", "loss", "backward", "update")
 
 
 def gpubp_phases(parts: dict) -> dict[str, float]:
     model, opt, x, labels = parts["model"], parts["opt"], parts["x"], parts["labels"]
-    t0 = time.perf_counter()
+    t0 = clock()
     logits = model(x)
-    t1 = time.perf_counter()
+    t1 = clock()
     loss = gp.cross_entropy(logits, labels)
-    t2 = time.perf_counter()
+    t2 = clock()
     opt.zero_grad()
-    t3 = time.perf_counter()
+    t3 = clock()
     loss.backward()
-    t4 = time.perf_counter()
+    t4 = clock()
     opt.step()
-    t5 = time.perf_counter()
+    t5 = clock()
     return dict(zip(GPUBP_PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)))
 
 
 def hand_phases(parts: dict) -> dict[str, float]:
     net, x, labels = parts["net"], parts["x"], parts["labels"]
     with np.errstate(over="ignore"):
-        t0 = time.perf_counter()
+        t0 = clock()
         net.forward(x)
-        t1 = time.perf_counter()
+        t1 = clock()
         net.loss_and_output_delta(labels)
-        t2 = time.perf_counter()
+        t2 = clock()
         net.backward(x)
-        t3 = time.perf_counter()
+        t3 = clock()
         net.update()
-        t4 = time.perf_counter()
+        t4 = clock()
     return dict(zip(HAND_PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 
 
 def floor_phases(floor: GemmFloor, x: np.ndarray) -> dict[str, float]:
-    t0 = time.perf_counter()
+    t0 = clock()
     floor.forward(x)
-    t1 = time.perf_counter()
+    t1 = clock()
     floor.backward(x)
-    t2 = time.perf_counter()
+    t2 = clock()
     return {"forward": t1 - t0, "backward": t2 - t1}
 
 
@@ -107,11 +113,11 @@ class Instrument:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                totals[key] += time.perf_counter() - start
+                totals[key] += clock() - start
                 calls[key] += 1
 
         return wrapper
@@ -218,7 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", action="append", help="config alias or WIDTHS:BATCH (repeatable); default medium")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--top", type=int, default=15, help="cProfile rows")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time, robust on a busy machine; needs OPENBLAS_NUM_THREADS=1 in the environment",
+    )
     args = p.parse_args(argv)
+    if args.clock == "cpu":
+        if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+            p.error("--clock cpu needs one BLAS thread: run with OPENBLAS_NUM_THREADS=1 in the environment")
+        global clock
+        clock = time.process_time
     for i, text in enumerate(args.config or ["medium"]):
         if i:
             print("\n" + "=" * 80)

@@ -95,8 +95,8 @@ def test_softmax_cross_entropy(
     logits = _random(xp, n, c)
     labels = xp.asarray(np.random.default_rng(1).integers(0, c, n))
     if impl == "gpubp":
-        x = gp.tensor(logits, requires_grad=True, device=device)
-        timed(_gpubp_fwd_bwd(lambda t: gp.cross_entropy(t, gp.tensor(labels, device=device)), [x], None))
+        x, target = gp.tensor(logits, requires_grad=True, device=device), gp.tensor(labels, device=device)
+        timed(_gpubp_fwd_bwd(lambda t: gp.cross_entropy(t, target), [x], None))
         return
     delta, rows = xp.empty_like(logits), xp.arange(n)
 
