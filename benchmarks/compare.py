@@ -60,7 +60,7 @@ class ProcessWorker:
     def __init__(self, name: str, config: Config, device: str, threads: int) -> None:
         self.name = name
         env = dict(os.environ)
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        for var in THREAD_VARS:
             env[var] = str(threads)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
@@ -551,8 +551,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.in_process and any(os.environ.get(var) != str(args.threads) for var in THREAD_VARS):
+        # NumPy is loaded already and read its thread count at import: start again with it set.
+        env = dict(os.environ, **{var: str(args.threads) for var in THREAD_VARS})
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
     if args.device == "cuda":
         sys.path.insert(0, str(ROOT))
         import gpubp
