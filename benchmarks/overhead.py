@@ -1,6 +1,6 @@
 """The tape's own cost per op, in microseconds.
 
-    python benchmarks/overhead.py [--ops 200] [--repeats 15] [--json PATH]
+    python benchmarks/overhead.py [--ops 200] [--repeats 15] [--clock cpu] [--json PATH]
 
 For each op, a chain of ``--ops`` applications on a tiny array (so the
 arithmetic costs next to nothing) is timed three ways: forward while recording,
@@ -13,14 +13,15 @@ same arithmetic is timed by calling the backend's array functions directly
 
 is what gpubp adds around the arithmetic: argument checks, building the op
 record, wrapping results, the topological walk and gradient bookkeeping.
-Medians over ``--repeats`` runs.
+Each figure is the least over ``--repeats`` runs, as timeit reports: the run
+least disturbed by other processes (garbage collection is left on: it is part
+of the tape's real cost).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -36,17 +37,20 @@ import gpubp as gp  # noqa: E402
 from gpubp.backends import cpu  # noqa: E402
 
 SHAPE = (4, 4)
+# Wall clock, or with --clock cpu the process's CPU time (robust on a busy machine).
+clock = time.perf_counter
 
 
-def _median_time(fn: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None = None) -> float:
-    """Median seconds of ``fn(state)`` over ``repeats`` runs; ``setup`` (untimed) makes its state."""
+def _best_time(fn: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None = None) -> float:
+    """Least seconds of ``fn(state)`` over ``repeats`` runs (as timeit: the run least
+    disturbed by the rest of the machine); ``setup`` (untimed) makes its state."""
     times = []
     for _ in range(repeats):
         state = setup() if setup else None
-        start = time.perf_counter()
+        start = clock()
         fn(state)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        times.append(clock() - start)
+    return min(times)
 
 
 def cases() -> dict[str, dict[str, Any]]:
@@ -121,11 +125,11 @@ def measure(name: str, case: dict[str, Any], ops: int, repeats: int) -> dict[str
         y.backward(seed)
 
     result = {
-        "recorded_forward_us": _median_time(chain, repeats) / ops * 1e6,
-        "no_grad_forward_us": _median_time(chain_no_grad, repeats) / ops * 1e6,
-        "backward_us": _median_time(walk, repeats, setup=lambda: chain(None)) / ops * 1e6,
-        "backend_forward_us": _median_time(backend_fwd, repeats) / ops * 1e6,
-        "backend_backward_us": _median_time(backend_bwd, repeats) / ops * 1e6,
+        "recorded_forward_us": _best_time(chain, repeats) / ops * 1e6,
+        "no_grad_forward_us": _best_time(chain_no_grad, repeats) / ops * 1e6,
+        "backward_us": _best_time(walk, repeats, setup=lambda: chain(None)) / ops * 1e6,
+        "backend_forward_us": _best_time(backend_fwd, repeats) / ops * 1e6,
+        "backend_backward_us": _best_time(backend_bwd, repeats) / ops * 1e6,
     }
     result["tape_forward_us"] = result["recorded_forward_us"] - result["backend_forward_us"]
     result["tape_backward_us"] = result["backward_us"] - result["backend_backward_us"]
@@ -138,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", type=int, default=200, help="length of each timed chain")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: process CPU time")
     args = p.parse_args(argv)
+    if args.clock == "cpu":
+        global clock
+        clock = time.process_time
     results = {name: measure(name, case, args.ops, args.repeats) for name, case in cases().items()}
     columns = (
         ("recorded_forward_us", "fwd rec"),
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         ("tape_backward_us", "tape bwd"),
         ("tape_total_us", "tape total"),
     )
-    print(f"µs per op, {args.ops}-op chains on {SHAPE} float32 arrays, median of {args.repeats}")
+    print(f"µs per op, {args.ops}-op chains on {SHAPE} float32 arrays, best of {args.repeats}")
     print(f"{'op':<15}" + "".join(f"{title:>12}" for _, title in columns))
     for name, r in results.items():
         print(f"{name:<15}" + "".join(f"{r[key]:12.2f}" for key, _ in columns))
