@@ -13,8 +13,9 @@ This process coordinates them round by round (A B C D, A B C D, …): before eac
 turn it pauses so the previous worker's threads stop spinning, and the worker
 runs untimed warm-up steps, then timed blocks. Medians over all blocks give
 ms/step; each ratio is the median over rounds of that round's ratio, which
-cancels the slow drifts of a shared machine's load. Finally each contender is
-timed alone (the others idle) and compared with its interleaved time.
+cancels the slow drifts of a shared machine's load. Finally a check: each
+contender's usual turn is followed at once by a second turn with nothing in
+between; alone/interleaved near 1 says the other contenders did not disturb it.
 
 Writes PREFIX.json and PREFIX.md (and PREFIX.png when matplotlib is installed).
 """
@@ -252,17 +253,20 @@ def _bench(config: Config, args: argparse.Namespace, workers: dict, skipped: dic
     if disturbed:
         print(f"  warning: {disturbed} of {rounds} rounds ran while other processes used > {args.max_foreign} cores")
 
-    # Alone: each contender's rounds back to back, the other workers idle.
-    alone: dict[str, list[float]] = {}
+    # Alone vs interleaved, paired so that the machine's drifting load cancels:
+    # in each check round every contender takes its usual turn (after the others,
+    # with the pause and warm-up), then at once a second turn with nothing in
+    # between. If the other contenders disturbed it, the two differ.
+    pairs: dict[str, list[float]] = {name: [] for name in workers}
+    alone: dict[str, list[float]] = {name: [] for name in workers}
     if args.check:
-        check_rounds = min(rounds, args.check_rounds)
-        for name, worker in workers.items():
-            time.sleep(pause)
-            alone[name] = [
-                t
-                for _ in range(check_rounds)
-                for t in worker.run(warmup, args.blocks, steps[name], args.clock)["times"]
-            ]
+        for _ in range(min(rounds, args.check_rounds)):
+            for name, worker in workers.items():
+                time.sleep(pause)
+                interleaved = worker.run(warmup, args.blocks, steps[name], args.clock)["times"]
+                by_itself = worker.run(warmup, args.blocks, steps[name], args.clock)["times"]
+                pairs[name].append(median(by_itself) / median(interleaved))
+                alone[name] += by_itself
 
     result: dict[str, Any] = {
         "config": config.name,
@@ -296,9 +300,10 @@ def _bench(config: Config, args: argparse.Namespace, workers: dict, skipped: dic
             "blocks_ms": [[t * 1e3 for t in times] for times in rounds_times],
             "info": workers[name].info,
         }
-        if name in alone:
+        if pairs[name]:
             entry["alone_median_ms"] = median(alone[name]) * 1e3
-            entry["alone_over_interleaved"] = median(alone[name]) / med
+            entry["alone_over_interleaved"] = median(pairs[name])
+            entry["alone_over_interleaved_per_round"] = pairs[name]
         result["contenders"][name] = entry
     for a, b in RATIOS:
         if a in blocks and b in blocks:
