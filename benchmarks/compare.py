@@ -377,8 +377,13 @@ def describe_machine(args: argparse.Namespace) -> dict:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        flags = set(info.get("flags", "").split())
+        # A VM may name the CPU only "AMD EPYC": family/model and SIMD say which generation.
+        simd = "/".join(f for f in ("avx2", "fma", "avx512f") if f in flags)
+        cpu = f"{info['model name']} (family {info.get('cpu family')}, model {info.get('model')}, {simd})"
+    except (OSError, KeyError):
         pass
     try:
         blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
@@ -411,24 +416,28 @@ def describe_machine(args: argparse.Namespace) -> dict:
     }
 
 
+def _loads(loads: Sequence[float] | None) -> str:
+    return "unknown" if loads is None else " / ".join(f"{x:.2f}" for x in loads)
+
+
 def write_markdown(path: Path, report: dict) -> None:
     m, s = report["machine"], report["settings"]
     lines = [
         f"# gpubp training-step comparison ({s['device']})",
         "",
         f"- date {m['date']}, commit `{m['commit']}` ({m['branch']})",
-        f"- CPU {m['cpu']}, {m['usable_cpus']} usable cores, {m['threads']} threads for every contender, "
+        f"- CPU {m['cpu']}, {m['usable_cpus']} usable cores, {m['threads']} BLAS/OpenMP thread(s) per contender, "
         f"timed by {'process CPU time' if s['clock'] == 'cpu' else 'wall clock'}",
         f"- BLAS {m['blas']}",
         f"- {', '.join(f'{k} {v}' for k, v in m['versions'].items())}",
-        f"- load average at start {m['loadavg_at_start']}, at end {m.get('loadavg_at_end')}",
+        f"- load average at start {_loads(m['loadavg_at_start'])}, at end {_loads(m.get('loadavg_at_end'))}",
         f"- command: `{s['command']}`",
         "",
         "Times are medians over all timed blocks; ratios are medians of per-round ratios "
         "(each round runs every contender once, back to back). GFLOP/s counts the GEMM work only.",
         "",
-        "| config | contender | ms/step | samples/s | GEMM GFLOP/s | alone / interleaved |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| config | contender | ms/step | samples/s | GEMM GFLOP/s | page faults/step | alone / interleaved |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in report["configs"]:
         for name, c in r["contenders"].items():
@@ -439,6 +448,7 @@ def write_markdown(path: Path, report: dict) -> None:
                 f"{c['median_ms']:.4g}",
                 f"{c['samples_per_s']:.0f}",
                 f"{c['gflops']:.2f}",
+                f"{c['minflt_per_step']:.0f}",
                 check,
             )
             lines.append("| " + " | ".join(cells) + " |")
