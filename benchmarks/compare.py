@@ -401,6 +401,7 @@ def describe_machine(args: argparse.Namespace) -> dict:
         except OSError:
             return ""
 
+    modified = git("status", "--porcelain", "--untracked-files=no")  # results files may lie around
     return {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
@@ -409,7 +410,7 @@ def describe_machine(args: argparse.Namespace) -> dict:
         "platform": platform.platform(),
         "blas": blas,
         "versions": versions,
-        "commit": git("rev-parse", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain") else ""),
+        "commit": git("rev-parse", "HEAD") + (" (with uncommitted changes)" if modified else ""),
         "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
