@@ -100,7 +100,22 @@ def build(name: str, config: Config, device: str = "cpu", threads: int | None = 
     builders = {"gpubp": _gpubp, "numpy-hand": _numpy_hand, "torch": _torch, "floor": _floor}
     if name not in builders:
         raise ValueError(f"unknown contender {name!r}; choose from {NAMES}")
-    return builders[name](config, device, threads, seed)
+    contender = builders[name](config, device, threads, seed)
+    if device != "cpu":
+        contender.info["gpu"] = _gpu_name(name)
+    return contender
+
+
+def _gpu_name(name: str) -> str:
+    """The GPU's name, asked through the library the contender already loaded."""
+    if name == "torch":
+        import torch
+
+        return torch.cuda.get_device_name()
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
 
 
 def _timer_for(device: str, step: Callable[[], Any]) -> Callable[..., float]:
