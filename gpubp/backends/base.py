@@ -82,15 +82,18 @@ class Backend:
 
     # -- activations: forward from z, backward from the saved output y -------
     def sigmoid(self, z: Any, out: Any = None) -> Any:
-        """σ(z) = 1 / (1 + e^(−z)). e^(−z) overflows to inf for very negative z,
-        which gives the correct limit 0, so no branch is needed."""
-        xp = self.xp
+        """σ(z) = 1 / (1 + e^(−z))."""
         if out is None:
-            out = xp.empty_like(z)  # an array even for 0-d input, so the steps below stay in place
-        xp.negative(z, out=out)
-        xp.exp(out, out=out)
-        out += 1
-        return xp.reciprocal(out, out=out)
+            out = self.xp.empty_like(z)  # an array even for 0-d input, so the steps below stay in place
+        self.xp.negative(z, out=out)
+        return self._inverse_one_plus_exp(out)
+
+    def _inverse_one_plus_exp(self, t: Any) -> Any:
+        """t ← 1 / (1 + e^t) in place: σ(z) from t = −z. e^t overflowing to inf
+        for very negative z gives the correct limit 0, so no branch is needed."""
+        self.xp.exp(t, out=t)
+        t += 1
+        return self.xp.reciprocal(t, out=t)
 
     def sigmoid_backward(self, g: Any, y: Any) -> Any:
         """dz = g ⊙ y ⊙ (1 − y), from the saved output y = σ(z)."""
@@ -129,6 +132,10 @@ class Backend:
 
     def bias_activation(self, z: Any, bias: Any, activation: str | None) -> Any:
         """y = act(z + bias), computed in place in z (z is a fresh GEMM output)."""
+        if activation == "sigmoid" and bias is not None:
+            # σ's first step, −(z + b), and the bias add in one pass: (−b) − z.
+            self.xp.subtract(-bias, z, out=z)
+            return self._inverse_one_plus_exp(z)
         if bias is not None:
             z += bias
         if activation is None:

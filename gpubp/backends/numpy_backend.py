@@ -11,7 +11,7 @@ from gpubp.backends.base import Backend
 # Optimizer updates walk big parameters in pieces of this many entries, so their
 # temporaries (lr·g, m/√v, ...) stay in cache instead of being parameter-sized
 # arrays allocated, page-faulted and freed on every step.
-UPDATE_CHUNK = 1 << 16
+UPDATE_CHUNK = 1 << 18
 
 
 def _chunks(*arrays: Any) -> Any:
@@ -67,10 +67,10 @@ class NumpyBackend(Backend):
             out += low
         return out
 
-    def sigmoid(self, z: Any, out: Any = None) -> Any:
-        # e^(−z) overflowing to inf is the intended limit; silence NumPy's warning.
+    def _inverse_one_plus_exp(self, t: Any) -> Any:
+        # e^t overflowing to inf is the intended limit; silence NumPy's warning.
         with np.errstate(over="ignore"):
-            return super().sigmoid(z, out=out)
+            return super()._inverse_one_plus_exp(t)
 
     def sgd_update(self, param: Any, grad: Any, momentum_buffer: Any, **hyper: Any) -> None:
         if not _chunkable(param, grad, momentum_buffer):
