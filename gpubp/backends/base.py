@@ -93,7 +93,8 @@ class Backend:
         for very negative z gives the correct limit 0, so no branch is needed."""
         self.xp.exp(t, out=t)
         t += 1
-        return self.xp.reciprocal(t, out=t)
+        # divide, not reciprocal: the same correctly rounded 1/x, but NumPy vectorises only divide.
+        return self.xp.divide(1, t, out=t)
 
     def sigmoid_backward(self, g: Any, y: Any) -> Any:
         """dz = g ⊙ y ⊙ (1 − y), from the saved output y = σ(z)."""
