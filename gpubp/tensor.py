@@ -10,6 +10,7 @@ results into the leaves' ``.grad``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -210,8 +211,14 @@ class Tensor:
         backward(self, seed, retain_graph)
 
     def zero_grad(self) -> None:
-        """Forgets the accumulated gradient (sets ``.grad`` to None)."""
+        """Forgets the accumulated gradient (sets ``.grad`` to None). A gradient
+        array that nothing else references goes back to the backend, which may
+        reuse it for the next gradient of the same shape (see Backend.recycle)."""
+        grad = self.grad
         self.grad = None
+        # 2 = this local name + getrefcount's argument; 2 = the Tensor's slot + the argument.
+        if grad is not None and sys.getrefcount(grad) == 2 and sys.getrefcount(grad.data) == 2:
+            self._backend.recycle(grad.data)
 
     # -- in place (not differentiable; bumps the version checked by backward) --
     def _check_inplace(self) -> None:

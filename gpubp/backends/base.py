@@ -49,6 +49,14 @@ class Backend:
         """The Python number in a one-element array (on a GPU this waits for the device)."""
         return array.item()
 
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        """An uninitialised array for an op's output (may be a recycled one)."""
+        return self.xp.empty(shape, dtype=dtype)
+
+    def recycle(self, array: Any) -> None:
+        """Takes back an array nothing else references, for ``empty`` to hand out
+        again. A no-op here: CuPy's memory pool already reuses device memory."""
+
     def receive(self, array: Any, source: Backend) -> Any:
         """Copies an array from another backend onto this one (an explicit transfer)."""
         return self.from_host(source.to_host(array))

@@ -14,6 +14,13 @@ from gpubp.backends.base import Backend
 UPDATE_CHUNK = 1 << 18
 
 
+# Arrays at least this big are worth keeping for reuse: a fresh one costs page
+# faults (glibc maps allocations over 32 MiB anew every time) and a freed one an
+# munmap. Recycled gradients are the hand-written backprop's preallocated buffers.
+RECYCLE_MIN_BYTES = 1 << 22
+RECYCLE_PER_SHAPE = 8
+
+
 def _chunks(*arrays: Any) -> Any:
     """Matching flat slices of equally sized contiguous arrays (None stays None)."""
     flat = [None if a is None else a.reshape(-1) for a in arrays]
@@ -36,6 +43,17 @@ class NumpyBackend(Backend):
 
     def __init__(self) -> None:
         self.rng = np.random.default_rng()
+        self._spare: dict[tuple[tuple[int, ...], str], list[np.ndarray]] = {}
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        spare = self._spare.get((shape, np.dtype(dtype).str))
+        return spare.pop() if spare else np.empty(shape, dtype=dtype)
+
+    def recycle(self, array: np.ndarray) -> None:
+        if array.nbytes >= RECYCLE_MIN_BYTES and array.base is None and array.flags.c_contiguous:
+            spare = self._spare.setdefault((array.shape, array.dtype.str), [])
+            if len(spare) < RECYCLE_PER_SHAPE:
+                spare.append(array)
 
     def from_host(self, array: np.ndarray) -> np.ndarray:
         return np.array(array, copy=True)

@@ -98,8 +98,9 @@ class Module:
         return self.train(False)
 
     def zero_grad(self) -> None:
+        """Forgets every parameter's gradient (sets ``.grad`` to None)."""
         for param in self.parameters():
-            param.grad = None
+            param.zero_grad()
 
     def to(self, device: str) -> Module:
         """Moves every parameter (and its gradient) to ``device`` in place, keeping

@@ -34,7 +34,11 @@ class Linear(Function):
         delta = self.backend.activation_backward(g, y, self.activation)
         grads = (
             (delta @ weight).reshape(self.saved[0].shape) if needs[0] else None,
-            delta.T @ x if needs[1] else None,
+            # ∂W into a recycled buffer when there is one: big weights' gradients are
+            # then written where last step's were, as a hand-written backprop does.
+            self.backend.xp.matmul(delta.T, x, out=self.backend.empty(weight.shape, weight.dtype))
+            if needs[1]
+            else None,
         )
         if len(needs) == 3:
             return grads + (delta.sum(axis=0) if needs[2] else None,)

@@ -36,7 +36,7 @@ class Optimizer:
         """Forgets every parameter's gradient (sets ``.grad`` to None)."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.grad = None
+                p.zero_grad()
 
     def step(self) -> None:
         raise NotImplementedError
