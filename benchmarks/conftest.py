@@ -12,17 +12,7 @@ from typing import Any
 
 import pytest
 
-import gpubp as gp
-
-_cuda_reason = gp.cuda.unavailable_reason()
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[pytest.mark.gpu, pytest.mark.skipif(_cuda_reason is not None, reason=f"no GPU: {_cuda_reason}")],
-    ),
-]
+from tests.devices import DEVICES
 
 
 @pytest.fixture(params=DEVICES)

@@ -18,16 +18,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import gpubp as gp  # noqa: E402
+from tests.devices import CUDA_UNAVAILABLE, DEVICES  # noqa: E402
 
-_cuda_reason = gp.cuda.unavailable_reason()
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[pytest.mark.gpu, pytest.mark.skipif(_cuda_reason is not None, reason=f"no GPU: {_cuda_reason}")],
-    ),
-]
+_cuda_reason = CUDA_UNAVAILABLE
 FLOAT_DTYPES = [np.float32, np.float64]
 
 
