@@ -51,8 +51,7 @@ __global__ void bias_act_fwd(const T* x, const T* bias, T* y, long long n, long 
     typedef typename Num<T>::acc A;
     typedef Pack<T, VEC> P;
     const long long nvec = n / VEC;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long first = grid_first(), stride = grid_stride();
     // The column is tracked incrementally: a 64-bit division per vector would
     // cost more than the arithmetic it feeds.
     long long col = bias ? (first * VEC) % cols : 0;
@@ -89,8 +88,7 @@ __global__ void act_bwd(const T* g, const T* y, T* dz, long long n) {
     typedef typename Num<T>::acc A;
     typedef Pack<T, VEC> P;
     const long long nvec = n / VEC;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long first = grid_first(), stride = grid_stride();
     for (long long i = first; i < nvec; i += stride) {
         const P gv = reinterpret_cast<const P*>(g)[i];
         const P yv = reinterpret_cast<const P*>(y)[i];

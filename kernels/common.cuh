@@ -52,6 +52,10 @@ struct alignas(sizeof(T) * VEC) Pack {
     T v[VEC];
 };
 
+// -- grid-stride loops: this thread's first index, and the step to its next ----
+__device__ __forceinline__ long long grid_first() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ long long grid_stride() { return (long long)gridDim.x * blockDim.x; }
+
 // -- math in the arithmetic type, by overload ----------------------------------
 __device__ __forceinline__ float math_exp(float x) { return expf(x); }
 __device__ __forceinline__ double math_exp(double x) { return exp(x); }

@@ -34,8 +34,7 @@ __global__ void sgd_update(T* param, const T* grad, T* buf, long long n, typenam
     typedef Pack<T, VEC> P;
     const bool has_buffer = buf != nullptr;
     const long long nvec = n / VEC;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long first = grid_first(), stride = grid_stride();
     for (long long i = first; i < nvec; i += stride) {
         P pv = reinterpret_cast<P*>(param)[i];
         const P gv = reinterpret_cast<const P*>(grad)[i];
@@ -95,8 +94,7 @@ __global__ void adam_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, 
     typedef typename Num<T>::acc A;
     typedef Pack<T, VEC> P;
     const long long nvec = n / VEC;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long first = grid_first(), stride = grid_stride();
     for (long long i = first; i < nvec; i += stride) {
         P pv = reinterpret_cast<P*>(param)[i];
         const P gv = reinterpret_cast<const P*>(grad)[i];

@@ -98,8 +98,8 @@ __global__ void uniform(T* out, long long n, unsigned long long seed, unsigned l
                         typename Num<T>::acc low, typename Num<T>::acc high) {
     const int per = Uniform<T>::per;
     const long long counters = (n + per - 1) / per;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < counters; j += stride) {
+    const long long stride = grid_stride();
+    for (long long j = grid_first(); j < counters; j += stride) {
         const Words r = philox_at((unsigned long long)j, seed, offset);
 #pragma unroll
         for (int k = 0; k < per; ++k) {
@@ -118,8 +118,8 @@ __global__ void normal(T* out, long long n, unsigned long long seed, unsigned lo
     typedef Uniform<A> U;
     const int per = U::per;
     const long long counters = (n + per - 1) / per;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < counters; j += stride) {
+    const long long stride = grid_stride();
+    for (long long j = grid_first(); j < counters; j += stride) {
         const Words r = philox_at((unsigned long long)j, seed, offset);
 #pragma unroll
         for (int k = 0; k < per; k += 2) {
@@ -144,10 +144,10 @@ __global__ void dropout_mask(T* mask, long long n, unsigned long long seed, unsi
                              unsigned int threshold, typename Num<T>::acc scale) {
     typedef typename Num<T>::acc A;
     const long long counters = (n + 3) / 4;
-    const long long stride = (long long)gridDim.x * blockDim.x;
+    const long long stride = grid_stride();
     const T kept = Num<T>::store(scale);
     const T dropped = Num<T>::store(A(0));
-    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < counters; j += stride) {
+    for (long long j = grid_first(); j < counters; j += stride) {
         const Words r = philox_at((unsigned long long)j, seed, offset);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {

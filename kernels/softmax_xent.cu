@@ -44,8 +44,8 @@ __global__ void softmax_xent_fwd(const T* logits, const L* labels, T* probs, typ
     typedef typename Num<T>::acc A;
     const unsigned full = 0xffffffffu;
     const int lane = threadIdx.x & 31;
-    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const long long warp = (grid_first()) >> 5;
+    const long long warps = grid_stride() >> 5;
     // r is the same for all lanes of a warp, so the shuffles below see a full warp.
     for (long long r = warp; r < rows; r += warps) {
         const T* x = logits + r * classes;
@@ -89,8 +89,8 @@ __global__ void softmax_xent_bwd(const T* probs, const L* labels, const T* g, T*
     typedef typename Num<T>::acc A;
     const A scale = Num<T>::load(g[0]) / A(rows);
     const long long n = rows * classes;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const long long stride = grid_stride();
+    for (long long i = grid_first(); i < n; i += stride) {
         const long long r = i / classes;
         const long long c = i - r * classes;
         A v = Num<T>::load(probs[i]) * scale;

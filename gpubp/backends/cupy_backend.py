@@ -327,18 +327,20 @@ class CupyBackend(Backend):
         return self._random("dropout_mask", shape, dtype, (np.uint32(philox.dropout_threshold(p)), scale))
 
     # -- optimizer updates ----------------------------------------------------------
-    def _update_ready(self, param: Any, *others: Any) -> bool:
+    def _update_ready(self, param: Any, grad: Any, *buffers: Any) -> bool:
+        """Whether the fused update kernel takes these arrays (the grad may be strided:
+        it is made contiguous; the parameter and buffers are written in place)."""
         return (
             param.dtype in _FLOAT_NAMES
-            and param.flags.c_contiguous
-            and all(o.dtype == param.dtype and o.shape == param.shape for o in others)
+            and all(a.flags.c_contiguous for a in (param, *buffers))
+            and all(o.dtype == param.dtype and o.shape == param.shape for o in (grad, *buffers))
         )
 
     def sgd_update(self, param: Any, grad: Any, momentum_buffer: Any, **hyper: Any) -> None:
         """Backend.sgd_update (same arguments) as one kernel launch."""
         momentum = hyper["momentum"]
         buffers = (momentum_buffer,) if momentum else ()
-        if not self._update_ready(param, grad, *buffers) or any(not b.flags.c_contiguous for b in buffers):
+        if not self._update_ready(param, grad, *buffers):
             super().sgd_update(param, grad, momentum_buffer, **hyper)
             return
         lr, dampening, weight_decay = hyper["lr"], hyper["dampening"], hyper["weight_decay"]
@@ -367,7 +369,7 @@ class CupyBackend(Backend):
     def adam_update(self, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, **hyper: Any) -> None:
         """Backend.adam_update (same arguments) as one kernel launch."""
         buffers = (exp_avg, exp_avg_sq)
-        if not self._update_ready(param, grad, *buffers) or any(not b.flags.c_contiguous for b in buffers):
+        if not self._update_ready(param, grad, *buffers):
             super().adam_update(param, grad, exp_avg, exp_avg_sq, **hyper)
             return
         step, lr, eps = hyper["step"], hyper["lr"], hyper["eps"]
