@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Compiles every kernels/*.cu with nvcc for sm_80 and sm_90 and fails on any error or warning.
+"""Compiles kernels/*.cu with nvcc (sm_80, sm_90) and kernels/*.c with cc, failing on any error or warning.
 
 Each file is compiled once, for both architectures, together with every template
 instantiation CuPy will build from it (listed in gpubp/backends/kernel_catalog.py),
 since nvcc checks a template's body only where it is instantiated. Files compile in
-parallel. Without nvcc the check is skipped with the reason (exit 0), unless
---require is given. Run from anywhere: python3 .ci/compile_kernels.py
+parallel. The C kernels (the NumPy backend's) compile with the flags
+gpubp/backends/cpu_kernels.py builds them with, plus -Wall -Wextra -Wconversion
+-Werror. Without nvcc or a C compiler that check is skipped with the reason
+(exit 0), unless --require is given. Run from anywhere: python3 .ci/compile_kernels.py
 """
 
 from __future__ import annotations
@@ -23,12 +25,36 @@ ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("80", "90")
 
 
-def load_catalog():
+def load_backend_module(name: str):
     # By path, so the check needs neither NumPy nor an installed gpubp.
-    spec = importlib.util.spec_from_file_location("kernel_catalog", ROOT / "gpubp" / "backends" / "kernel_catalog.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "gpubp" / "backends" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def check_c_kernels(require: bool) -> bool:
+    """Compiles kernels/*.c as the NumPy backend does, warnings as errors; True if all pass."""
+    cpu_kernels = load_backend_module("cpu_kernels")
+    compiler = cpu_kernels.find_compiler()
+    if compiler is None:
+        print("kernels: no C compiler (cc, gcc, clang or $CC); skipping the C compile check")
+        return not require
+    sources = sorted((ROOT / "kernels").glob("*.c"))
+    listed = sorted(ROOT / "kernels" / name for name in cpu_kernels.SOURCES)
+    if sources != listed:
+        print(f"kernels: FAIL kernels/*.c is {[s.name for s in sources]} but cpu_kernels.SOURCES lists {listed}")
+        return False
+    with tempfile.TemporaryDirectory(prefix="gpubp-cc-") as tmp:
+        command = cpu_kernels.compile_command(compiler, sources, Path(tmp) / "gpubp_cpu_kernels.so", True)
+        result = subprocess.run(command, capture_output=True, text=True)
+    names = " ".join(source.name for source in sources)
+    if result.returncode != 0 or result.stderr.strip() or result.stdout.strip():
+        print(f"kernels: FAIL {names} ({Path(compiler).name})\n  {' '.join(command)}")
+        print("  " + (result.stdout + result.stderr).strip().replace("\n", "\n  "))
+        return False
+    print(f"kernels: ok   {names} ({Path(compiler).name})")
+    return True
 
 
 def nvcc_command(nvcc: str, unit: Path, archs: tuple[str, ...], options: tuple[str, ...]) -> list[str]:
@@ -42,14 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nvcc", default=shutil.which("nvcc"), help="nvcc to use (default: the one on PATH)")
     parser.add_argument("--arch", action="append", help="compute capability, e.g. 90 (default: 80 and 90)")
-    parser.add_argument("--require", action="store_true", help="fail instead of skipping when nvcc is absent")
+    parser.add_argument(
+        "--require", action="store_true", help="fail instead of skipping when nvcc or a C compiler is absent"
+    )
     args = parser.parse_args(argv)
     archs = tuple(args.arch or ARCHS)
+    c_ok = check_c_kernels(args.require)
     if not args.nvcc:
         print("kernels: nvcc not found on PATH; skipping the CUDA compile check")
-        return 1 if args.require else 0
+        return 1 if args.require or not c_ok else 0
 
-    catalog = load_catalog()
+    catalog = load_backend_module("kernel_catalog")
     sources = sorted((ROOT / "kernels").glob("*.cu"))
     if not sources:
         print("kernels: no .cu files in kernels/")
@@ -77,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"kernels: ok   {source.name} (sm_{', sm_'.join(archs)})")
     print(f"kernels: {len(sources)} files compiled in {time.perf_counter() - started:.1f} s")
-    return 1 if failed else 0
+    return 1 if failed or not c_ok else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from gpubp.backends import cpu_kernels
 from gpubp.backends.base import Backend
 
 # Optimizer updates walk big parameters in pieces of this many entries, so their
@@ -19,6 +20,33 @@ UPDATE_CHUNK = 1 << 18
 # munmap. Recycled gradients are the hand-written backprop's preallocated buffers.
 RECYCLE_MIN_BYTES = 1 << 22
 RECYCLE_PER_SHAPE = 8
+
+
+# The C kernels (kernels/activation_cpu.c) take float32 arrays from these sizes on,
+# where they beat NumPy's passes plus a ctypes call's fixed ~3 µs (measured on a
+# 2-core EPYC): σ's four NumPy passes include an exp, so its kernel pays early;
+# σ′'s three are cheap multiplies; an update is two to ten passes.
+FORWARD_KERNEL_MIN_SIZE = 1 << 8
+BACKWARD_KERNEL_MIN_SIZE = 1 << 13
+UPDATE_KERNEL_MIN_SIZE = 1 << 12
+
+
+def _kernels_for(min_size: int, *arrays: Any) -> cpu_kernels.CpuKernels | None:
+    """The C kernels, where they apply to these arrays (float32, C-contiguous,
+    writable, as ctypes needs to pass them, and at least ``min_size`` values)."""
+    if arrays[0].size < min_size:
+        return None
+    for array in arrays:
+        if array.dtype != np.float32 or not (array.flags.c_contiguous and array.flags.writeable):
+            return None
+    return cpu_kernels.load()
+
+
+def _update_kernels_for(param: Any, *others: Any) -> cpu_kernels.CpuKernels | None:
+    """The C kernels for an optimizer update of ``param`` with its gradient and state."""
+    if any(other.shape != param.shape for other in others):
+        return None
+    return _kernels_for(UPDATE_KERNEL_MIN_SIZE, param, *others)
 
 
 def _chunks(*arrays: Any) -> Any:
@@ -85,18 +113,88 @@ class NumpyBackend(Backend):
             out += low
         return out
 
+    # -- sigmoid: one C pass instead of NumPy's four (three backward) -------------
+    def sigmoid(self, z: Any, out: Any = None) -> Any:
+        kernels = _kernels_for(FORWARD_KERNEL_MIN_SIZE, z, *(() if out is None else (out,)))
+        if kernels is None or (out is not None and out.shape != z.shape):
+            return super().sigmoid(z, out=out)
+        if out is None:
+            out = np.empty_like(z)
+        kernels.sigmoid_f32(kernels.buffer(z), kernels.buffer(out), z.size)
+        return out
+
+    def bias_activation(self, z: Any, bias: Any, activation: str | None) -> Any:
+        if activation == "sigmoid" and bias is not None and z.ndim == 2 and bias.shape == (z.shape[1],):
+            kernels = _kernels_for(FORWARD_KERNEL_MIN_SIZE, z, bias)
+            if kernels is not None:
+                buffer = kernels.buffer
+                kernels.bias_sigmoid_f32(buffer(z), buffer(bias), buffer(z), *z.shape)
+                return z
+        return super().bias_activation(z, bias, activation)
+
+    def sigmoid_backward(self, g: Any, y: Any) -> Any:
+        kernels = _kernels_for(BACKWARD_KERNEL_MIN_SIZE, y, g) if g.shape == y.shape else None
+        if kernels is None:
+            return super().sigmoid_backward(g, y)
+        dz = np.empty_like(y)
+        buffer = kernels.buffer
+        kernels.sigmoid_backward_f32(buffer(g), buffer(y), buffer(dz), y.size)
+        return dz
+
     def _inverse_one_plus_exp(self, t: Any) -> Any:
         # e^t overflowing to inf is the intended limit; silence NumPy's warning.
         with np.errstate(over="ignore"):
             return super()._inverse_one_plus_exp(t)
 
+    # -- optimizer updates: one C pass, else NumPy in cache-sized chunks ------------
     def sgd_update(self, param: Any, grad: Any, momentum_buffer: Any, **hyper: Any) -> None:
+        state = () if momentum_buffer is None else (momentum_buffer,)
+        kernels = _update_kernels_for(param, grad, *state)
+        if kernels is not None:
+            buffer = kernels.buffer
+            kernels.sgd_update_f32(
+                buffer(param),
+                buffer(grad),
+                None if momentum_buffer is None else buffer(momentum_buffer),
+                param.size,
+                float(hyper["lr"]),
+                float(hyper["momentum"]),
+                1 - float(hyper["dampening"]),
+                float(hyper["weight_decay"]),
+                bool(hyper["nesterov"]),
+                bool(hyper["first_step"]),
+            )
+            return
         if not _chunkable(param, grad, momentum_buffer):
             return super().sgd_update(param, grad, momentum_buffer, **hyper)
         for chunk in _chunks(param, grad, momentum_buffer):
             super().sgd_update(*chunk, **hyper)
 
     def adam_update(self, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, **hyper: Any) -> None:
+        kernels = _update_kernels_for(param, grad, exp_avg, exp_avg_sq)
+        if kernels is not None:
+            # The scalars the CUDA kernel gets, worked out the same way (CupyBackend.adam_update).
+            step, lr, beta1, beta2 = hyper["step"], float(hyper["lr"]), float(hyper["beta1"]), float(hyper["beta2"])
+            weight_decay = float(hyper["weight_decay"])
+            buffer = kernels.buffer
+            kernels.adam_update_f32(
+                buffer(param),
+                buffer(grad),
+                buffer(exp_avg),
+                buffer(exp_avg_sq),
+                param.size,
+                beta1,
+                beta2,
+                1 - beta1,
+                1 - beta2,
+                float(hyper["eps"]),
+                weight_decay,
+                bool(hyper["decoupled"]),
+                1 - lr * weight_decay,
+                lr / (1 - beta1**step),
+                (1 - beta2**step) ** 0.5,
+            )
+            return
         if not _chunkable(param, grad, exp_avg, exp_avg_sq):
             return super().adam_update(param, grad, exp_avg, exp_avg_sq, **hyper)
         for chunk in _chunks(param, grad, exp_avg, exp_avg_sq):
