@@ -22,7 +22,7 @@ RECYCLE_MIN_BYTES = 1 << 22
 RECYCLE_PER_SHAPE = 8
 
 
-# The C kernels (kernels/activation_cpu.c) take float32 arrays from these sizes on,
+# The C kernels (kernels/*_cpu.c) take float32 arrays from these sizes on,
 # where they beat NumPy's passes plus a ctypes call's fixed ~3 µs (measured on a
 # 2-core EPYC): σ's four NumPy passes include an exp, so its kernel pays early;
 # σ′'s three are cheap multiplies; an update is two to ten passes.
@@ -43,7 +43,11 @@ def _kernels_for(min_size: int, *arrays: Any) -> cpu_kernels.CpuKernels | None:
 
 
 def _update_kernels_for(param: Any, *others: Any) -> cpu_kernels.CpuKernels | None:
-    """The C kernels for an optimizer update of ``param`` with its gradient and state."""
+    """The C kernels for an optimizer update of ``param`` with its gradient and
+    state (None stands for no momentum buffer)."""
+    if param.size < UPDATE_KERNEL_MIN_SIZE:  # first: small updates are the overhead-bound ones
+        return None
+    others = tuple(other for other in others if other is not None)
     if any(other.shape != param.shape for other in others):
         return None
     return _kernels_for(UPDATE_KERNEL_MIN_SIZE, param, *others)
@@ -133,8 +137,8 @@ class NumpyBackend(Backend):
         return super().bias_activation(z, bias, activation)
 
     def sigmoid_backward(self, g: Any, y: Any) -> Any:
-        kernels = _kernels_for(BACKWARD_KERNEL_MIN_SIZE, y, g) if g.shape == y.shape else None
-        if kernels is None:
+        kernels = _kernels_for(BACKWARD_KERNEL_MIN_SIZE, y, g)
+        if kernels is None or g.shape != y.shape:
             return super().sigmoid_backward(g, y)
         dz = np.empty_like(y)
         buffer = kernels.buffer
@@ -148,8 +152,7 @@ class NumpyBackend(Backend):
 
     # -- optimizer updates: one C pass, else NumPy in cache-sized chunks ------------
     def sgd_update(self, param: Any, grad: Any, momentum_buffer: Any, **hyper: Any) -> None:
-        state = () if momentum_buffer is None else (momentum_buffer,)
-        kernels = _update_kernels_for(param, grad, *state)
+        kernels = _update_kernels_for(param, grad, momentum_buffer)
         if kernels is not None:
             buffer = kernels.buffer
             kernels.sgd_update_f32(
