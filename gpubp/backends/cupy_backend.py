@@ -336,6 +336,15 @@ class CupyBackend(Backend):
             and all(o.dtype == param.dtype and o.shape == param.shape for o in (grad, *buffers))
         )
 
+    def _update_launch(self, param: Any, grad: Any, buffers: tuple) -> tuple[Any, str, Any, int]:
+        """What both update kernels' launches need: this device current, a contiguous
+        gradient, the dtype's kernel name, its scalar type and the vector width."""
+        self.activate()
+        grad = self._contiguous(grad)
+        dtype = _FLOAT_NAMES[param.dtype]
+        vec = catalog.pick_vector_width(dtype, [a.data.ptr for a in (param, grad, *buffers)])
+        return grad, dtype, _acc(param.dtype), vec
+
     def sgd_update(self, param: Any, grad: Any, momentum_buffer: Any, **hyper: Any) -> None:
         """Backend.sgd_update (same arguments) as one kernel launch."""
         momentum = hyper["momentum"]
@@ -347,11 +356,7 @@ class CupyBackend(Backend):
         nesterov, first_step = hyper["nesterov"], hyper["first_step"]
         if param.size == 0:
             return
-        self.activate()
-        grad = self._contiguous(grad)
-        dtype = _FLOAT_NAMES[param.dtype]
-        acc = _acc(param.dtype)
-        vec = catalog.pick_vector_width(dtype, [a.data.ptr for a in (param, grad, *buffers)])
+        grad, dtype, acc, vec = self._update_launch(param, grad, buffers)
         args = (
             param,
             grad,
@@ -377,14 +382,10 @@ class CupyBackend(Backend):
         weight_decay, decoupled = hyper["weight_decay"], hyper["decoupled"]
         if param.size == 0:
             return
-        self.activate()
-        grad = self._contiguous(grad)
-        dtype = _FLOAT_NAMES[param.dtype]
-        acc = _acc(param.dtype)
+        grad, dtype, acc, vec = self._update_launch(param, grad, buffers)
         # Host scalars only: the step count lives in Python, never on the device.
         step_size = lr / (1 - beta1**step)
         root_correction = (1 - beta2**step) ** 0.5
-        vec = catalog.pick_vector_width(dtype, [a.data.ptr for a in (param, grad, *buffers)])
         args = (
             param,
             grad,
