@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from gpubp.creation import tensor
 from gpubp.ops.operands import operand
 from gpubp.tensor import Function, Tensor
 
@@ -73,9 +72,12 @@ class BCEWithLogits(Function):
 def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy of ``logits`` (N, C) against integer class ``labels`` (N,).
 
-    ``labels`` is an integer array or Tensor on the logits' device. On the CPU
-    out-of-range labels raise IndexError; on a GPU they are checked without a
-    host round trip (see the CUDA backend).
+    ``labels`` may be a Python list or NumPy array, copied to the logits' device as
+    ``gp.tensor(labels, device=logits.device)`` would; an array already on that
+    device (or a Tensor there) is used as is; a Tensor on another device is a
+    ValueError naming both devices. On the CPU out-of-range labels raise
+    IndexError; on a GPU they are checked without a host round trip (see the CUDA
+    backend).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -98,15 +100,13 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tenso
 def _label_array(labels: Any, logits: Tensor) -> Any:
     if isinstance(labels, Tensor):
         if labels.backend is not logits.backend:
-            raise ValueError(f"cross_entropy: labels are on {labels.device} but the logits are on {logits.device}")
+            raise ValueError(
+                f"cross_entropy: labels are on {labels.device} but the logits are on {logits.device}; "
+                f"move them with .to('{logits.device}')"
+            )
         labels = labels.data
-    elif logits.device == "cpu":
-        labels = np.asarray(labels)
     elif not isinstance(labels, logits.backend.array_type):
-        raise ValueError(
-            f"cross_entropy: labels must be on {logits.device} like the logits; "
-            f"got a {type(labels).__name__} (move it with gp.tensor(labels, device=...))"
-        )
+        labels = tensor(labels, device=logits.backend).data
     if labels.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers (class indices), got dtype {labels.dtype}")
     return labels
@@ -115,7 +115,11 @@ def _label_array(labels: Any, logits: Tensor) -> Any:
 def _pair(op: str, pred: Tensor, target: Any) -> tuple[Tensor, Any]:
     if not isinstance(pred, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(pred).__name__}")
-    target = operand(target, pred, op)
+    if isinstance(target, Tensor) and target.backend is not pred.backend:
+        raise ValueError(
+            f"{op}: target is on {target.device} but the input is on {pred.device}; move it with .to('{pred.device}')"
+        )
+    target = operand(target, pred, op, to_device=True)
     if not isinstance(target, Tensor) or target.shape != pred.shape:
         shape = getattr(target, "shape", "a scalar")
         raise ValueError(f"{op}: target shape {shape} must equal input shape {pred.shape}")
@@ -123,7 +127,13 @@ def _pair(op: str, pred: Tensor, target: Any) -> tuple[Tensor, Any]:
 
 
 def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
-    """Mean (or sum) of (pred − target)² over all entries; shapes must match exactly."""
+    """Mean (or sum) of (pred − target)² over all entries; shapes must match exactly.
+
+    ``target`` follows cross_entropy's rule for labels: a Python list or NumPy array
+    is copied to pred's device (a list takes pred's dtype, a NumPy array keeps its
+    own, which must match), an array already there is used as is, and a Tensor on
+    another device is a ValueError naming both devices.
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"mse_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return MSE(reduction)(*_pair("mse_loss", pred, target))
@@ -131,7 +141,13 @@ def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
 
 def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy of σ(logits) against targets in [0, 1], computed from
-    the logits so it stays finite for any input."""
+    the logits so it stays finite for any input.
+
+    ``target`` (the shape of ``logits``) may be a Python list or NumPy array, copied
+    to the logits' device (a list takes their dtype, a NumPy array keeps its own,
+    which must match); an array already there is used as is; a Tensor on another
+    device is a ValueError naming both devices.
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"binary_cross_entropy_with_logits: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return BCEWithLogits(reduction)(*_pair("binary_cross_entropy_with_logits", logits, target))

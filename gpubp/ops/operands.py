@@ -6,13 +6,16 @@ from typing import Any
 
 import numpy as np
 
-from gpubp.tensor import Tensor
+from gpubp.tensor import Tensor, _wrap
 
 
-def operand(value: Any, like: Tensor, op: str) -> Tensor | int | float:
+def operand(value: Any, like: Tensor, op: str, *, to_device: bool = False) -> Tensor | int | float:
     """``value`` as an op input next to ``like``: Tensors pass through (their dtype
     must match), Python and NumPy scalars stay scalars (so float32 stays float32),
-    and array-likes become constant tensors on the CPU only (no hidden copies to a GPU)."""
+    and array-likes become constant tensors (a NumPy array keeps its dtype, a list
+    takes like's) on the CPU only: no hidden copies to a GPU. With ``to_device`` (a
+    loss's target) they are copied to like's device instead, and an array already
+    there is used as is."""
     if isinstance(value, Tensor):
         if value.dtype != like.dtype:
             raise TypeError(
@@ -24,14 +27,17 @@ def operand(value: Any, like: Tensor, op: str) -> Tensor | int | float:
     if isinstance(value, (bool, int, float)):
         return value
     if like.device != "cpu":
-        raise ValueError(
-            f"{op}: cannot combine a {type(value).__name__} with a tensor on {like.device} without a host-to-device "
-            f"copy; make it a tensor first with gp.tensor(value, device='{like.device}')"
-        )
+        if not to_device:
+            raise ValueError(
+                f"{op}: cannot combine a {type(value).__name__} with a tensor on {like.device} without a "
+                f"host-to-device copy; make it a tensor first with gp.tensor(value, device='{like.device}')"
+            )
+        if isinstance(value, like.backend.array_type):
+            return operand(_wrap(value, like.backend), like, op)
     from gpubp.creation import tensor
 
     array = np.asarray(value)
-    constant = tensor(array, dtype=like.dtype if not isinstance(value, np.ndarray) else None)
+    constant = tensor(array, dtype=like.dtype if not isinstance(value, np.ndarray) else None, device=like.backend)
     return operand(constant, like, op)
 
 

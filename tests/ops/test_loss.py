@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import gpubp as gp
+from gpubp.backends import NumpyBackend
+from gpubp.tensor import _wrap
 from tests.opcheck import OpCase, normal, op_tests
 from tests.ops.test_activation import np_log_softmax
 
@@ -64,7 +66,7 @@ def test_cross_entropy_labels_as_tensor() -> None:
     "fn",
     [
         lambda x: gp.cross_entropy(x, [0, 1]),
-        lambda x: gp.binary_cross_entropy_with_logits(x, gp.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=x.dtype)),
+        lambda x: gp.binary_cross_entropy_with_logits(x, np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=x.dtype)),
     ],
     ids=["cross_entropy", "bce"],
 )
@@ -76,6 +78,77 @@ def test_stable_for_huge_logits(fn, dtype: np.dtype, device: str) -> None:
         loss.backward()
     assert np.isfinite(loss.item()) and np.isfinite(x.grad.numpy()).all()
     assert loss.dtype == dtype and x.grad.dtype == dtype
+
+
+# -- labels and targets beside the logits: lists and NumPy arrays are copied to the
+# logits' device, arrays already there are used as is, Tensors elsewhere are an error.
+class FakeDeviceBackend(NumpyBackend):
+    """A second backend object: tensors wrapped with it are on another device."""
+
+    device = "fake:0"
+
+
+FAKE = FakeDeviceBackend()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda a: a.tolist(), lambda a: a, lambda a: a.astype(np.int32)],
+    ids=["list", "numpy", "numpy_int32"],
+)
+def test_labels_as_list_or_numpy_array_are_copied_to_the_logits_device(make, device: str) -> None:
+    logits = gp.randn(5, 4, device=device, requires_grad=True)
+    loss = gp.cross_entropy(logits, make(LABELS))
+    loss.backward()
+    want = gp.cross_entropy(logits.detach(), gp.tensor(LABELS, device=device))
+    assert loss.device == logits.device and loss.item() == want.item()
+    assert logits.grad.device == logits.device
+
+
+@pytest.mark.parametrize("loss", [gp.mse_loss, gp.binary_cross_entropy_with_logits], ids=["mse", "bce"])
+def test_targets_as_list_or_numpy_array_are_copied_to_the_input_device(loss, dtype: np.dtype, device: str) -> None:
+    x = gp.randn(2, 3, dtype=dtype, device=device, requires_grad=True)
+    target = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=dtype)
+    want = loss(x, gp.tensor(target, device=device)).item()
+    assert loss(x, target).item() == want
+    assert loss(x, target.tolist()).item() == want  # a list takes the input's dtype
+    loss(x, target).backward()
+    assert x.grad.device == x.device
+    other = np.float64 if dtype == np.float32 else np.float32
+    with pytest.raises(TypeError, match="dtype mismatch"):  # a NumPy array keeps its own dtype
+        loss(x, target.astype(other))
+
+
+def test_labels_and_targets_on_the_logits_device_are_used_there() -> None:
+    logits = _wrap(np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32), FAKE)
+    assert gp.cross_entropy(logits, [0, 2]).device == "fake:0"
+    assert gp.cross_entropy(logits, np.array([0, 2])).device == "fake:0"
+    target = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+    assert gp.binary_cross_entropy_with_logits(logits, target).device == "fake:0"
+    assert gp.mse_loss(logits, target.tolist()).device == "fake:0"
+
+
+def test_labels_on_another_device_are_an_error_naming_both() -> None:
+    logits = gp.randn(2, 3)
+    message = r"cross_entropy: labels are on fake:0 but the logits are on cpu; move them with \.to\('cpu'\)"
+    with pytest.raises(ValueError, match=message):
+        gp.cross_entropy(logits, _wrap(np.array([0, 1]), FAKE))
+    with pytest.raises(
+        ValueError, match=r"labels are on cpu but the logits are on fake:0; move them with \.to\('fake:0'\)"
+    ):
+        gp.cross_entropy(_wrap(logits.data, FAKE), gp.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("loss", [gp.mse_loss, gp.binary_cross_entropy_with_logits], ids=["mse", "bce"])
+def test_target_on_another_device_is_an_error_naming_both(loss) -> None:
+    x = gp.randn(2, 3)
+    name = loss.__name__
+    with pytest.raises(
+        ValueError, match=rf"{name}: target is on fake:0 but the input is on cpu; move it with \.to\('cpu'\)"
+    ):
+        loss(x, _wrap(np.zeros((2, 3), dtype=np.float32), FAKE))
+    with pytest.raises(ValueError, match=rf"{name}: target is on cpu but the input is on fake:0"):
+        loss(_wrap(x.data, FAKE), gp.zeros(2, 3))
 
 
 @pytest.mark.parametrize(
