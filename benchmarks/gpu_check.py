@@ -12,11 +12,17 @@ Benchmarks (predictions and outcomes in benchmarks/NOTES.md):
   bandwidth  sigmoid-backward kernel (read g, read s, write dz) and the fused
              bias + sigmoid forward (read z, write y) against a device-to-device
              copy (read + write) in the same run;
-  step       one training step (forward, cross-entropy, backward, SGD with
+  steps      one training step (forward, cross-entropy, backward, SGD with
              momentum) of sigmoid MLPs 784-1024-1024-10 and 4096-4096-4096-4096-10
-             at batch 256 and 4096: gpubp against PyTorch eager, float32, TF32 off;
-  gemm       the same step's GEMMs alone, so non-GEMM time = step - GEMMs.
-Times are CUDA-event intervals after warm-up; medians.
+             at batch 256 and 4096: gpubp against PyTorch eager, float32, TF32 off,
+             and the same step's GEMMs alone, so non-GEMM time = step - GEMMs;
+  jit_steps  the nets of benchmarks/step_nets.py: gpubp eager, gpubp through
+             gp.jit, PyTorch eager and PyTorch with the whole step in one CUDA graph;
+  main_job   the CLI's default Fashion-MNIST run against the same recipe in PyTorch,
+             plain and as an expert's CUDA graph, and gpubp on an empty kernel cache
+             (benchmarks/main_job.py; needs --data on a machine without the package).
+Times are CUDA-event intervals after warm-up; medians. --quick shortens the
+step timings and trains 2 epochs instead of 20 (a smoke run).
 """
 
 from __future__ import annotations
@@ -160,8 +166,10 @@ def environment(dry_run: bool) -> dict[str, Any]:
     return info
 
 
-def tests(out: Path, timeout: int) -> dict[str, Any]:
+def tests(out: Path, timeout: int, workers: int) -> dict[str, Any]:
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider", "tests"]
+    if workers > 1:
+        command += ["-n", str(workers)]  # pytest-xdist
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -346,6 +354,74 @@ def _brief(entry: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def jit_steps(gpu: bool, quick: bool) -> dict[str, Any]:
+    """Each net of benchmarks/step_nets.py four ways, in one run: gpubp eager and
+    jit, PyTorch eager and whole-step CUDA graph (the latter two need PyTorch)."""
+    from benchmarks.gpubp_steps import build_gpubp_step
+    from benchmarks.gpubp_steps import time_steps as gpubp_time
+    from benchmarks.step_nets import STEP_NETS
+
+    device = "cuda" if gpu else "cpu"
+    warmup, blocks, block = (10, 3, 10) if quick or not gpu else (20, 15, 20)
+    if not gpu:
+        warmup, blocks, block = 2, 2, 2
+    results: dict[str, Any] = {}
+    for net in STEP_NETS:
+        entry: dict[str, Any] = {"name": net.name}
+        contenders = {
+            "gpubp_eager": lambda net=net: gpubp_time(
+                build_gpubp_step(net, device, False), warmup, blocks, device, block
+            ),
+            "gpubp_jit": lambda net=net: gpubp_time(build_gpubp_step(net, device, True), warmup, blocks, device, block),
+            "torch_eager": lambda net=net: _torch_step_time(net, device, False, warmup, blocks, block),
+        }
+        if gpu:
+            contenders["torch_graph"] = lambda net=net: _torch_step_time(net, device, True, warmup, blocks, block)
+        for name, run in contenders.items():
+            try:
+                entry[name] = run()
+            except Exception:
+                entry[name] = {"error": traceback.format_exc()}
+        _derive_jit(entry)
+        results[net.key] = entry
+        log(f"  {net.name}: " + ", ".join(f"{k} {_ms(entry, k)}" for k in contenders))
+    return results
+
+
+def _torch_step_time(net: Any, device: str, graph: bool, warmup: int, blocks: int, block: int) -> dict[str, Any]:
+    from benchmarks.torch_steps import build_torch_step, time_steps
+
+    return time_steps(build_torch_step(net, device, graph), warmup, blocks, device, block)
+
+
+def _ms(entry: dict[str, Any], name: str) -> str:
+    if name not in entry:
+        return "-"
+    timing = entry[name]
+    return f"{timing['median_ms']:.3f} ms" if "median_ms" in timing else "ERROR"
+
+
+def _derive_jit(entry: dict[str, Any]) -> None:
+    """The ratios of issue 10's targets: jit ≤ 0.8 × torch's graph, ≥ 5 × faster than
+    torch eager; gpubp eager ≤ 0.8 × torch eager."""
+
+    def ms(name: str) -> float | None:
+        return entry.get(name, {}).get("median_ms")
+
+    if ms("gpubp_jit") and ms("torch_graph"):
+        entry["jit_vs_torch_graph"] = ms("gpubp_jit") / ms("torch_graph")
+    if ms("gpubp_jit") and ms("torch_eager"):
+        entry["torch_eager_vs_jit"] = ms("torch_eager") / ms("gpubp_jit")
+    if ms("gpubp_eager") and ms("torch_eager"):
+        entry["eager_vs_torch_eager"] = ms("gpubp_eager") / ms("torch_eager")
+
+
+def main_job(data: str, quick: bool) -> dict[str, Any]:
+    from benchmarks import main_job as job
+
+    return job.compare(data, 2 if quick else 20, log=log)
+
+
 # -- summary ----------------------------------------------------------------------------
 def summary(results: dict[str, Any]) -> list[str]:
     lines = ["", "== gpu_check summary ==", f"device: {results['environment'].get('device', {}).get('name', 'none')}"]
@@ -377,6 +453,27 @@ def summary(results: dict[str, Any]) -> list[str]:
         cells = (ms("gpubp"), ms("torch"), ratio, ms("gemm_only"), fraction, rate)
         lines.append(f"{key:<24}" + "".join(f"{c:>11}" for c in cells))
     lines.append("targets: ratio <= 1.00 (gpubp vs PyTorch eager); non-GEMM <= 10% on the 4096-wide MLP")
+    jit = results.get("jit_steps", {})
+    if isinstance(jit, dict) and "error" not in jit:
+        names = ("gpubp_eager", "gpubp_jit", "torch_eager", "torch_graph")
+        lines.append("")
+        lines.append(
+            f"{'net (ms/step)':<44}" + "".join(f"{n:>12}" for n in names) + f"{'jit/graph':>11}{'eager/jit':>11}"
+        )
+        for entry in jit.values():
+            cells = [_ms(entry, n).replace(" ms", "") for n in names]
+            ratio = f"{entry['jit_vs_torch_graph']:.2f}" if "jit_vs_torch_graph" in entry else "-"
+            speedup = f"{entry['torch_eager_vs_jit']:.1f}" if "torch_eager_vs_jit" in entry else "-"
+            lines.append(f"{entry['name']:<44}" + "".join(f"{c:>12}" for c in cells) + f"{ratio:>11}{speedup:>11}")
+        lines.append(
+            "targets: gpubp jit <= 0.8 x torch graph and >= 5 x faster than torch eager (784-256-128, 784-512-256)"
+        )
+    job = results.get("main_job", {})
+    if isinstance(job, dict) and "error" not in job and job:
+        from benchmarks import main_job as main_job_module
+
+        lines.append("")
+        lines += main_job_module.summary(job)
     return lines
 
 
@@ -400,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="the same code on the CPU, tiny sizes, no tests")
     parser.add_argument("--skip-tests", action="store_true", help="benchmarks only")
     parser.add_argument("--test-timeout", type=int, default=360, help="seconds for the GPU test suite")
+    parser.add_argument("--workers", type=int, default=8, help="pytest-xdist workers for the GPU tests (1: none)")
+    parser.add_argument("--quick", action="store_true", help="short timings and a 2-epoch main job (a smoke run)")
+    parser.add_argument("--data", default=None, help="the Fashion-MNIST folder (default: the Debian package's)")
+    parser.add_argument("--skip", action="append", default=[], help="a section to leave out (repeatable)")
     args = parser.parse_args(argv)
     if args.out is None:  # a dry run's numbers mean nothing: keep them out of the repository
         args.out = Path(tempfile.gettempdir()) / "gpubp-gpu-check" if args.dry_run else ROOT / "benchmarks" / "results"
@@ -411,10 +512,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"targets": TARGETS}
     sections: list[tuple[str, Callable[[], Any]]] = [("environment", lambda: environment(args.dry_run))]
     if gpu and not args.skip_tests:
-        sections.append(("tests", lambda: tests(out, args.test_timeout)))
+        sections.append(("tests", lambda: tests(out, args.test_timeout, args.workers)))
     sections.append(("bandwidth", lambda: bandwidth(gpu)))
     models, batches = (MODELS, BATCHES) if gpu else (DRY_MODELS, DRY_BATCHES)
     sections.append(("steps", lambda: steps(gpu, models, batches)))
+    sections.append(("jit_steps", lambda: jit_steps(gpu, args.quick)))
+    if gpu:
+        from gpubp.data.datasets import FASHION_MNIST_DIR
+
+        sections.append(("main_job", lambda: main_job(args.data or FASHION_MNIST_DIR, args.quick)))
+    sections = [(name, run) for name, run in sections if name not in args.skip]
     for name, run in sections:
         log(f"== {name} ==")
         section_started = time.perf_counter()
@@ -431,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary(results):
         log(line)
     (out / "gpu_check.log").write_text("\n".join(log.lines) + "\n")
+    (out / "gpu_check.md").write_text("\n".join(summary(results)) + "\n")
     failed = any(isinstance(v, dict) and "error" in v for v in results.values())
     return 1 if failed or results.get("tests", {}).get("returncode", 0) else 0
 

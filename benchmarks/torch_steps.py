@@ -12,9 +12,7 @@ hidden layer, softmax cross-entropy, the net's optimizer, float32 with TF32 off.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch.nn.functional as F  # noqa: E402, N812 (PyTorch's own spelling)
 
 from benchmarks.mlp import init_params, make_batch  # noqa: E402
 from benchmarks.step_nets import ADAM_LR, SGD_LR, SGD_MOMENTUM, STEP_NETS, StepNet  # noqa: E402
+from benchmarks.timing import time_blocks, torch_events  # noqa: E402
 
 # Eager steps on a side stream before capture, as PyTorch's CUDA-graph docs do: they
 # create the optimizer's state (momentum buffers, Adam moments) and let cuBLAS choose
@@ -147,39 +146,10 @@ def build_torch_step(net: StepNet, device: str = "cuda", graph: bool = False, se
 def time_steps(
     step: Callable[[], Any], n_warmup: int = 20, n_repeat: int = 10, device: str = "cuda", block: int = 20
 ) -> dict[str, float]:
-    """Milliseconds per step: ``n_warmup`` untimed steps, then ``n_repeat`` blocks of
-    ``block`` steps, each timed as a whole (CUDA events on a GPU, so a block ends when
-    the GPU has finished its last step; ``perf_counter`` on the CPU). Returns the
-    median, min and max over the blocks of the block's time ÷ ``block``."""
-    if n_repeat <= 0 or block <= 0:
-        raise ValueError(f"n_repeat and block must be positive, got {n_repeat} and {block}")
-    cuda = device.startswith("cuda")
-    for _ in range(n_warmup):
-        step()
-    times = []
-    if cuda:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-    for _ in range(n_repeat):
-        if cuda:
-            start.record()
-            for _ in range(block):
-                step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / block)
-        else:
-            began = time.perf_counter()
-            for _ in range(block):
-                step()
-            times.append((time.perf_counter() - began) * 1e3 / block)
-    return {
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "blocks": n_repeat,
-        "steps_per_block": block,
-    }
+    """Milliseconds per step (``benchmarks.timing.time_blocks``): CUDA events on a GPU,
+    ``perf_counter`` on the CPU."""
+    events = torch_events() if device.startswith("cuda") else None
+    return time_blocks(step, n_warmup, n_repeat, block, events)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from gpubp.creation import arange, full, ones, ones_like, rand, randn, tensor, z
 from gpubp.dtypes import bool_, float16, float32, float64, int32, int64, uint8
 from gpubp.grad_mode import enable_grad, is_grad_enabled, no_grad
 from gpubp.gradcheck import GradcheckError, GradcheckResult, gradcheck
+from gpubp.jit import CaptureError, jit
 from gpubp.ops.activation import log_softmax, relu, sigmoid, softmax, tanh
 from gpubp.ops.convert import cast, move
 from gpubp.ops.dropout import dropout
@@ -47,6 +48,8 @@ __all__ = [
     "enable_grad",
     "is_grad_enabled",
     "gradcheck",
+    "jit",
+    "CaptureError",
     "GradcheckError",
     "GradcheckResult",
     "sigmoid",

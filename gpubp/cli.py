@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it is off anyway when not on a terminal)"
     )
+    run.add_argument(
+        "--no-jit",
+        action="store_true",
+        help="run every step eagerly instead of replaying it as one captured CUDA graph (the default on a GPU)",
+    )
 
     evaluate = commands.add_parser(
         "eval",
@@ -218,7 +223,12 @@ def _train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with _StopOnCtrlC() as stop:
-            history = run.fit(bar=bar, log=lambda line: print(line, flush=True), should_stop=stop.requested)
+            history = run.fit(
+                bar=bar,
+                log=lambda line: print(line, flush=True),
+                should_stop=stop.requested,
+                jit=False if args.no_jit else None,
+            )
     except TrainingInterrupted as err:
         print(
             f"gpubp train: {err}. Continue with: gpubp train --out {out} --resume",

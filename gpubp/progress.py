@@ -15,6 +15,8 @@ from typing import IO, Any
 class Bar:
     """The interface the training loop uses; this base draws nothing."""
 
+    draws = False  # whether the bar is shown (the loop reads the loss back only for one that is)
+
     def update(self, samples: int, loss: float | None = None) -> None:
         """``samples`` more samples are done; ``loss`` is the running mean to show."""
 
@@ -23,6 +25,8 @@ class Bar:
 
 
 class _TqdmBar(Bar):
+    draws = True
+
     def __init__(self, total: int, desc: str, initial: int, stream: IO[str]) -> None:
         from tqdm import tqdm
 
@@ -50,6 +54,7 @@ class _TextBar(Bar):
     """A one-line bar redrawn in place with a carriage return, at most 10 times a second."""
 
     width = 30
+    draws = True
 
     def __init__(self, total: int, desc: str, initial: int, stream: IO[str]) -> None:
         self.total = max(total, 1)

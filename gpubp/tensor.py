@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gpubp import dtypes, grad_mode
+from gpubp import capture, dtypes, grad_mode
 from gpubp.backends import Backend
 
 # Counts in-place changes to any tensor. A node remembers the count at forward;
@@ -134,12 +134,16 @@ class Tensor:
     # -- leaving the graph and the device ----------------------------------
     def numpy(self) -> np.ndarray:
         """A NumPy copy of the data (copies from the GPU: this synchronises)."""
+        if capture.current is not None:
+            capture.current.host_read(".numpy()")
         return self._backend.to_host(self.data)
 
     def item(self) -> float | int | bool:
         """The value of a one-element tensor as a Python number."""
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        if capture.current is not None:
+            capture.current.host_read(".item()")
         return self._backend.item(self.data)
 
     def tolist(self) -> Any:
@@ -233,6 +237,8 @@ class Tensor:
         global _inplace_epoch
         _inplace_epoch += 1
         self._version[0] += 1
+        if capture.current is not None:
+            capture.current.saw((self,))
 
     def _inplace(self, fn: str, other: Any) -> Tensor:
         self._check_inplace()
@@ -445,6 +451,8 @@ class Function:
                 arrays.append(x.data)
                 needs_grad.append(x._requires_grad)
                 versions.append(x._version[0])
+                if capture.current is not None and x._node is None:
+                    capture.current.saw((x,))
             else:
                 arrays.append(x)
                 needs_grad.append(False)
@@ -576,7 +584,10 @@ def _accumulate(leaf: Tensor, g: Any, given: set[int]) -> None:
         given.add(id(g))
         leaf.grad = _wrap(g, leaf._backend)
     else:
-        leaf.grad = _wrap(leaf.grad.data + g, leaf._backend)
+        # In place, as PyTorch accumulates: a captured graph then keeps adding into
+        # the same buffer at every replay, as repeated eager calls would.
+        leaf.grad.data += g
+        leaf.grad.bump_version()
 
 
 def _bad_gradient(node: Function, x: Tensor, g: Any) -> None:

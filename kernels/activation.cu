@@ -104,3 +104,72 @@ __global__ void act_bwd(const T* g, const T* y, T* dz, long long n) {
         dz[t] = Num<T>::store(act_backward<ACT>(Num<T>::load(g[t]), Num<T>::load(y[t])));
     }
 }
+
+// The layer's backward Hadamard step and its bias gradient in one pass:
+// dz = g * act'(z) (written to dz; with ACT 0 dz is g itself and is not
+// written) and bias_grad[c] = sum over rows of dz[r, c], for a C-contiguous
+// (rows, cols) matrix.
+//
+// Block (32, 8): 32 columns side by side (coalesced rows), 8 rows at a time.
+// Grid: (column tiles, row chunks). Each block sums its chunk of rows of its
+// columns in a fixed order into partial[chunk][col]. The last block of a
+// column tile to finish (a ticket per tile, reset by that block) adds the
+// chunks' partials in chunk order, so the sum does not depend on which block
+// ran first: the result is the same from run to run. The tickets start at 0
+// and are shared by every launch on the device, which is safe because gpubp
+// queues a device's work on one stream.
+//
+// The sum adds the values as stored (rounded to T), in the arithmetic type,
+// as the twin sums dz: Backend.linear_delta in gpubp/backends/base.py.
+template <typename T, int ACT>
+__global__ void act_bwd_bias(const T* g, const T* y, T* dz, T* bias_grad, typename Num<T>::acc* partial,
+                             unsigned int* tickets, long long rows, long long cols, long long rows_per_chunk) {
+    typedef typename Num<T>::acc A;
+    __shared__ A column_sums[8][33];  // 33: no bank conflicts on the transposed read
+    __shared__ bool last;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const long long col = (long long)blockIdx.x * 32 + tx;
+    const long long begin = (long long)blockIdx.y * rows_per_chunk;
+    const long long end = begin + rows_per_chunk < rows ? begin + rows_per_chunk : rows;
+    A sum = A(0);
+    if (col < cols) {
+#pragma unroll 4
+        for (long long r = begin + ty; r < end; r += 8) {
+            const long long i = r * cols + col;
+            T d;
+            if (ACT) {
+                d = Num<T>::store(act_backward<ACT>(Num<T>::load(g[i]), Num<T>::load(y[i])));
+                dz[i] = d;
+            } else {
+                d = g[i];
+            }
+            sum += Num<T>::load(d);
+        }
+    }
+    column_sums[ty][tx] = sum;
+    __syncthreads();
+    A chunk_sum = A(0);
+    if (ty == 0) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) chunk_sum += column_sums[k][tx];
+    }
+    if (gridDim.y == 1) {  // one chunk: no partials to combine
+        if (ty == 0 && col < cols) bias_grad[col] = Num<T>::store(chunk_sum);
+        return;
+    }
+    if (ty == 0 && col < cols) partial[blockIdx.y * cols + col] = chunk_sum;
+    __threadfence();  // the partials are visible device-wide before the ticket is taken
+    __syncthreads();
+    if (tx == 0 && ty == 0) last = atomicAdd(&tickets[blockIdx.x], 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (last && ty == 0) {
+        if (col < cols) {
+            A total = A(0);
+            // volatile: read from L2, where the other blocks' partials are, not from a stale L1 line.
+            const volatile A* partials = partial;
+            for (unsigned int c = 0; c < gridDim.y; ++c) total += partials[c * cols + col];
+            bias_grad[col] = Num<T>::store(total);
+        }
+        if (tx == 0) tickets[blockIdx.x] = 0u;
+    }
+}

@@ -1,15 +1,67 @@
-// Fused optimizer updates: one kernel per parameter tensor reads the parameter,
-// its gradient and the optimizer's buffers once and writes them back once.
+// Fused optimizer updates: one launch updates every parameter of one dtype
+// (up to MAX_TENSORS of them), reading each parameter, its gradient and the
+// optimizer's buffers once and writing them back once.
 //
 // NumPy twins: Backend.sgd_update and Backend.adam_update in
 // gpubp/backends/base.py (PyTorch's formulas, in the same order of operations).
 //
-// T is the storage type (half_t, float, double; half_t does its arithmetic in
-// float), VEC the elements per 16-byte access. Scalars arrive in the arithmetic
-// type, precomputed on the host (no device value is ever read back).
-// Shared types and math: common.cuh.
+// The tensors arrive in a TensorTable passed by value (the kernel's argument
+// block, as PyTorch's multi_tensor_apply does): their pointers, sizes, and
+// each tensor's hyper-parameters as doubles, precomputed on the host exactly as
+// the per-tensor formulas need them and rounded to the arithmetic type here. A
+// launch captured into a CUDA graph reads the hyper-parameters from device
+// memory instead (replay_scalars), which the host rewrites before each replay:
+// the learning rate and Adam's bias corrections change every step. The host
+// layout of the table is gpubp/backends/kernel_catalog.py (TensorTableLayout).
+//
+// Work is split into chunks of CHUNK elements of one tensor; block b takes
+// chunks b, b + gridDim.x, ... T is the storage type (half_t, float, double;
+// half_t does its arithmetic in float). Shared types and math: common.cuh.
 
 #include "common.cuh"
+
+#define MAX_TENSORS 16
+#define MAX_SCALARS 10
+#define CHUNK 4096  // elements: a multiple of 256 threads x 16-byte vectors of every dtype
+
+struct TensorTable {
+    long long count;                          // tensors in this launch
+    long long chunk_begin[MAX_TENSORS + 1];   // tensor t owns chunks [chunk_begin[t], chunk_begin[t + 1])
+    long long size[MAX_TENSORS];
+    unsigned long long param[MAX_TENSORS];
+    unsigned long long grad[MAX_TENSORS];
+    unsigned long long state1[MAX_TENSORS];   // SGD's momentum buffer (0: none), Adam's exp_avg
+    unsigned long long state2[MAX_TENSORS];   // Adam's exp_avg_sq
+    unsigned long long replay_scalars;        // 0, or a device array shaped like `scalars`
+    double scalars[MAX_TENSORS * MAX_SCALARS];
+};
+
+// The tensor that owns a chunk, and that tensor's hyper-parameters.
+__device__ __forceinline__ int tensor_of(const TensorTable& table, long long chunk) {
+    int t = 0;
+    while (chunk >= table.chunk_begin[t + 1]) ++t;
+    return t;
+}
+
+__device__ __forceinline__ const double* scalars_of(const TensorTable& table, int t) {
+    const double* all =
+        table.replay_scalars ? reinterpret_cast<const double*>(table.replay_scalars) : table.scalars;
+    return all + t * MAX_SCALARS;
+}
+
+// Calls body(i, k) for the elements [begin, end) of one chunk: VEC at a time
+// (k = VEC) while the tensor's pointers are 16-byte aligned, the rest one by one.
+template <int VEC, typename Body>
+__device__ __forceinline__ void for_chunk(long long begin, long long end, bool aligned, Body body) {
+    long long vector_end = begin;
+    if (aligned) {
+        vector_end = begin + (end - begin) / VEC * VEC;
+        for (long long i = begin + (long long)threadIdx.x * VEC; i < vector_end; i += (long long)blockDim.x * VEC) {
+            body(i, VEC);
+        }
+    }
+    for (long long i = vector_end + threadIdx.x; i < end; i += blockDim.x) body(i, 1);
+}
 
 // SGD for one element: d = g + wd*p; with momentum, buf = first ? d : m*buf + (1-dampening)*d
 // and d = nesterov ? d + m*buf : buf; then p -= lr*d. Returns the new (p, buf).
@@ -25,42 +77,53 @@ __device__ __forceinline__ void sgd_step(A& p, A g, A& buf, bool has_buffer, A l
     p = p - lr * d;
 }
 
-// buf is null when momentum is 0. keep = 1 - dampening.
-template <typename T, int VEC>
-__global__ void sgd_update(T* param, const T* grad, T* buf, long long n, typename Num<T>::acc lr,
-                           typename Num<T>::acc momentum, typename Num<T>::acc keep, typename Num<T>::acc weight_decay,
-                           int nesterov, int first_step) {
+
+// Per-tensor scalars: lr, momentum, keep (1 - dampening), weight_decay,
+// nesterov (0/1), first_step (0/1: the buffer is uninitialised, never read it).
+template <typename T>
+__global__ void sgd_multi(TensorTable table) {
     typedef typename Num<T>::acc A;
+    constexpr int VEC = 16 / sizeof(T);
     typedef Pack<T, VEC> P;
-    const bool has_buffer = buf != nullptr;
-    const long long nvec = n / VEC;
-    const long long first = grid_first(), stride = grid_stride();
-    for (long long i = first; i < nvec; i += stride) {
-        P pv = reinterpret_cast<P*>(param)[i];
-        const P gv = reinterpret_cast<const P*>(grad)[i];
-        P bv;
-        // On the first step the buffer is uninitialised memory: never read it.
-        if (has_buffer && !first_step) bv = reinterpret_cast<P*>(buf)[i];
+    const long long chunks = table.chunk_begin[table.count];
+    for (long long chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+        const int t = tensor_of(table, chunk);
+        const double* s = scalars_of(table, t);
+        const A lr = A(s[0]), momentum = A(s[1]), keep = A(s[2]), weight_decay = A(s[3]);
+        const bool nesterov = s[4] != 0.0, first_step = s[5] != 0.0;
+        T* param = reinterpret_cast<T*>(table.param[t]);
+        const T* grad = reinterpret_cast<const T*>(table.grad[t]);
+        T* buf = reinterpret_cast<T*>(table.state1[t]);
+        const bool has_buffer = buf != nullptr;
+        const long long begin = (chunk - table.chunk_begin[t]) * CHUNK;
+        const long long end = begin + CHUNK < table.size[t] ? begin + CHUNK : table.size[t];
+        const bool aligned = ((table.param[t] | table.grad[t] | table.state1[t]) & 15) == 0;
+        for_chunk<VEC>(begin, end, aligned, [&](long long i, int width) {
+            if (width == VEC) {
+                P pv = *reinterpret_cast<P*>(param + i);
+                const P gv = *reinterpret_cast<const P*>(grad + i);
+                P bv;
+                if (has_buffer && !first_step) bv = *reinterpret_cast<P*>(buf + i);
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-            A p = Num<T>::load(pv.v[k]);
-            A b = (has_buffer && !first_step) ? Num<T>::load(bv.v[k]) : A(0);
-            sgd_step(p, Num<T>::load(gv.v[k]), b, has_buffer, lr, momentum, keep, weight_decay, nesterov != 0,
-                     first_step != 0);
-            pv.v[k] = Num<T>::store(p);
-            bv.v[k] = Num<T>::store(b);
-        }
-        reinterpret_cast<P*>(param)[i] = pv;
-        if (has_buffer) reinterpret_cast<P*>(buf)[i] = bv;
-    }
-    const long long t = nvec * VEC + first;
-    if (t < n) {
-        A p = Num<T>::load(param[t]);
-        A b = (has_buffer && !first_step) ? Num<T>::load(buf[t]) : A(0);
-        sgd_step(p, Num<T>::load(grad[t]), b, has_buffer, lr, momentum, keep, weight_decay, nesterov != 0,
-                 first_step != 0);
-        param[t] = Num<T>::store(p);
-        if (has_buffer) buf[t] = Num<T>::store(b);
+                for (int k = 0; k < VEC; ++k) {
+                    A p = Num<T>::load(pv.v[k]);
+                    A b = (has_buffer && !first_step) ? Num<T>::load(bv.v[k]) : A(0);
+                    sgd_step(p, Num<T>::load(gv.v[k]), b, has_buffer, lr, momentum, keep, weight_decay, nesterov,
+                             first_step);
+                    pv.v[k] = Num<T>::store(p);
+                    bv.v[k] = Num<T>::store(b);
+                }
+                *reinterpret_cast<P*>(param + i) = pv;
+                if (has_buffer) *reinterpret_cast<P*>(buf + i) = bv;
+            } else {
+                A p = Num<T>::load(param[i]);
+                A b = (has_buffer && !first_step) ? Num<T>::load(buf[i]) : A(0);
+                sgd_step(p, Num<T>::load(grad[i]), b, has_buffer, lr, momentum, keep, weight_decay, nesterov,
+                         first_step);
+                param[i] = Num<T>::store(p);
+                if (has_buffer) buf[i] = Num<T>::store(b);
+            }
+        });
     }
 }
 
@@ -84,46 +147,60 @@ __device__ __forceinline__ void adam_step(A& p, A g, A& m, A& v, A beta1, A beta
     p = p - (m / denom) * step_size;
 }
 
-template <typename T, int VEC>
-__global__ void adam_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, long long n,
-                            typename Num<T>::acc beta1, typename Num<T>::acc beta2,
-                            typename Num<T>::acc one_minus_beta1, typename Num<T>::acc one_minus_beta2,
-                            typename Num<T>::acc eps, typename Num<T>::acc weight_decay, int decoupled,
-                            typename Num<T>::acc decay, typename Num<T>::acc step_size,
-                            typename Num<T>::acc root_correction) {
+
+// Per-tensor scalars: beta1, beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
+// decoupled (0/1), decay (1 - lr*wd), step_size (lr / (1 - beta1^t)),
+// root_correction (sqrt(1 - beta2^t)).
+template <typename T>
+__global__ void adam_multi(TensorTable table) {
     typedef typename Num<T>::acc A;
+    constexpr int VEC = 16 / sizeof(T);
     typedef Pack<T, VEC> P;
-    const long long nvec = n / VEC;
-    const long long first = grid_first(), stride = grid_stride();
-    for (long long i = first; i < nvec; i += stride) {
-        P pv = reinterpret_cast<P*>(param)[i];
-        const P gv = reinterpret_cast<const P*>(grad)[i];
-        P mv = reinterpret_cast<P*>(exp_avg)[i];
-        P vv = reinterpret_cast<P*>(exp_avg_sq)[i];
+    const long long chunks = table.chunk_begin[table.count];
+    for (long long chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+        const int t = tensor_of(table, chunk);
+        const double* s = scalars_of(table, t);
+        const A beta1 = A(s[0]), beta2 = A(s[1]), one_minus_beta1 = A(s[2]), one_minus_beta2 = A(s[3]);
+        const A eps = A(s[4]), weight_decay = A(s[5]), decay = A(s[7]), step_size = A(s[8]);
+        const A root_correction = A(s[9]);
+        const bool decoupled = s[6] != 0.0;
+        T* param = reinterpret_cast<T*>(table.param[t]);
+        const T* grad = reinterpret_cast<const T*>(table.grad[t]);
+        T* exp_avg = reinterpret_cast<T*>(table.state1[t]);
+        T* exp_avg_sq = reinterpret_cast<T*>(table.state2[t]);
+        const long long begin = (chunk - table.chunk_begin[t]) * CHUNK;
+        const long long end = begin + CHUNK < table.size[t] ? begin + CHUNK : table.size[t];
+        const bool aligned = ((table.param[t] | table.grad[t] | table.state1[t] | table.state2[t]) & 15) == 0;
+        for_chunk<VEC>(begin, end, aligned, [&](long long i, int width) {
+            if (width == VEC) {
+                P pv = *reinterpret_cast<P*>(param + i);
+                const P gv = *reinterpret_cast<const P*>(grad + i);
+                P mv = *reinterpret_cast<P*>(exp_avg + i);
+                P vv = *reinterpret_cast<P*>(exp_avg_sq + i);
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-            A p = Num<T>::load(pv.v[k]);
-            A m = Num<T>::load(mv.v[k]);
-            A v = Num<T>::load(vv.v[k]);
-            adam_step(p, Num<T>::load(gv.v[k]), m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, eps,
-                      weight_decay, decoupled != 0, decay, step_size, root_correction);
-            pv.v[k] = Num<T>::store(p);
-            mv.v[k] = Num<T>::store(m);
-            vv.v[k] = Num<T>::store(v);
-        }
-        reinterpret_cast<P*>(param)[i] = pv;
-        reinterpret_cast<P*>(exp_avg)[i] = mv;
-        reinterpret_cast<P*>(exp_avg_sq)[i] = vv;
-    }
-    const long long t = nvec * VEC + first;
-    if (t < n) {
-        A p = Num<T>::load(param[t]);
-        A m = Num<T>::load(exp_avg[t]);
-        A v = Num<T>::load(exp_avg_sq[t]);
-        adam_step(p, Num<T>::load(grad[t]), m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay,
-                  decoupled != 0, decay, step_size, root_correction);
-        param[t] = Num<T>::store(p);
-        exp_avg[t] = Num<T>::store(m);
-        exp_avg_sq[t] = Num<T>::store(v);
+                for (int k = 0; k < VEC; ++k) {
+                    A p = Num<T>::load(pv.v[k]);
+                    A m = Num<T>::load(mv.v[k]);
+                    A v = Num<T>::load(vv.v[k]);
+                    adam_step(p, Num<T>::load(gv.v[k]), m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, eps,
+                              weight_decay, decoupled, decay, step_size, root_correction);
+                    pv.v[k] = Num<T>::store(p);
+                    mv.v[k] = Num<T>::store(m);
+                    vv.v[k] = Num<T>::store(v);
+                }
+                *reinterpret_cast<P*>(param + i) = pv;
+                *reinterpret_cast<P*>(exp_avg + i) = mv;
+                *reinterpret_cast<P*>(exp_avg_sq + i) = vv;
+            } else {
+                A p = Num<T>::load(param[i]);
+                A m = Num<T>::load(exp_avg[i]);
+                A v = Num<T>::load(exp_avg_sq[i]);
+                adam_step(p, Num<T>::load(grad[i]), m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, eps,
+                          weight_decay, decoupled, decay, step_size, root_correction);
+                param[i] = Num<T>::store(p);
+                exp_avg[i] = Num<T>::store(m);
+                exp_avg_sq[i] = Num<T>::store(v);
+            }
+        });
     }
 }

@@ -6,6 +6,11 @@
 // state is the pair (seed, offset); each launch uses one offset and the host
 // advances it by one. Masks are reproducible and the state is JSON-friendly.
 //
+// In a launch captured into a CUDA graph the pair cannot be a kernel argument
+// (a replay would repeat the capture's masks): then `replayed` points at the
+// {seed, offset} words that the host writes before each replay, and the
+// by-value pair is ignored.
+//
 // NumPy twin: gpubp/backends/philox.py computes the same bits on the CPU; the
 // GPU tests compare the two exactly. The Philox function is __host__ __device__
 // so that a host-only test program can check it against the published known
@@ -63,6 +68,19 @@ __host__ __device__ __forceinline__ Words philox_at(unsigned long long j, unsign
                          (unsigned int)seed, (unsigned int)(seed >> 32));
 }
 
+// The (seed, offset) of this launch.
+struct PhiloxState {
+    unsigned long long seed, offset;
+};
+
+__device__ __forceinline__ PhiloxState philox_state(unsigned long long seed, unsigned long long offset,
+                                            const unsigned long long* replayed) {
+    PhiloxState s;
+    s.seed = replayed ? replayed[0] : seed;
+    s.offset = replayed ? replayed[1] : offset;
+    return s;
+}
+
 // Uniform in [0, 1): 24 bits for float (exact in float), 11 bits for half_t
 // (exact in half, so rounding never gives 1), 53 bits from two words for double.
 // Values per counter: 4 for half_t and float, 2 for double.
@@ -95,12 +113,13 @@ struct Uniform<double> {
 // out[i] = low + u * (high - low), as the twin computes it.
 template <typename T>
 __global__ void uniform(T* out, long long n, unsigned long long seed, unsigned long long offset,
-                        typename Num<T>::acc low, typename Num<T>::acc high) {
+                        const unsigned long long* replayed, typename Num<T>::acc low, typename Num<T>::acc high) {
+    const PhiloxState rs = philox_state(seed, offset, replayed);
     const int per = Uniform<T>::per;
     const long long counters = (n + per - 1) / per;
     const long long stride = grid_stride();
     for (long long j = grid_first(); j < counters; j += stride) {
-        const Words r = philox_at((unsigned long long)j, seed, offset);
+        const Words r = philox_at((unsigned long long)j, rs.seed, rs.offset);
 #pragma unroll
         for (int k = 0; k < per; ++k) {
             const long long i = j * per + k;
@@ -113,14 +132,16 @@ __global__ void uniform(T* out, long long n, unsigned long long seed, unsigned l
 // as 1 - u so that log never sees 0. half_t draws float uniforms (11 bits would
 // cap |z| near 3.9).
 template <typename T>
-__global__ void normal(T* out, long long n, unsigned long long seed, unsigned long long offset) {
+__global__ void normal(T* out, long long n, unsigned long long seed, unsigned long long offset,
+                       const unsigned long long* replayed) {
     typedef typename Num<T>::acc A;
+    const PhiloxState rs = philox_state(seed, offset, replayed);
     typedef Uniform<A> U;
     const int per = U::per;
     const long long counters = (n + per - 1) / per;
     const long long stride = grid_stride();
     for (long long j = grid_first(); j < counters; j += stride) {
-        const Words r = philox_at((unsigned long long)j, seed, offset);
+        const Words r = philox_at((unsigned long long)j, rs.seed, rs.offset);
 #pragma unroll
         for (int k = 0; k < per; k += 2) {
             const A u1 = A(1) - U::at(r, k);
@@ -141,18 +162,41 @@ __global__ void normal(T* out, long long n, unsigned long long seed, unsigned lo
 // Four values per counter for every T.
 template <typename T>
 __global__ void dropout_mask(T* mask, long long n, unsigned long long seed, unsigned long long offset,
-                             unsigned int threshold, typename Num<T>::acc scale) {
+                             const unsigned long long* replayed, unsigned int threshold, typename Num<T>::acc scale) {
     typedef typename Num<T>::acc A;
+    const PhiloxState rs = philox_state(seed, offset, replayed);
     const long long counters = (n + 3) / 4;
     const long long stride = grid_stride();
     const T kept = Num<T>::store(scale);
     const T dropped = Num<T>::store(A(0));
     for (long long j = grid_first(); j < counters; j += stride) {
-        const Words r = philox_at((unsigned long long)j, seed, offset);
+        const Words r = philox_at((unsigned long long)j, rs.seed, rs.offset);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             const long long i = j * 4 + k;
             if (i < n) mask[i] = (r.w[k] >> 8) >= threshold ? kept : dropped;
+        }
+    }
+}
+
+// Dropout applied to x: out = x * mask, where mask is what dropout_mask draws
+// at this (seed, offset), rounded once to T (as the twin's x * mask). The
+// forward pass applies it to the input, the backward pass to the gradient
+// with the same (seed, offset): the mask itself is never stored.
+template <typename T>
+__global__ void dropout_apply(const T* x, T* out, long long n, unsigned long long seed, unsigned long long offset,
+                              const unsigned long long* replayed, unsigned int threshold, typename Num<T>::acc scale) {
+    typedef typename Num<T>::acc A;
+    const PhiloxState rs = philox_state(seed, offset, replayed);
+    const long long counters = (n + 3) / 4;
+    const long long stride = grid_stride();
+    const A kept = Num<T>::load(Num<T>::store(scale));  // the scale as the mask stores it
+    for (long long j = grid_first(); j < counters; j += stride) {
+        const Words r = philox_at((unsigned long long)j, rs.seed, rs.offset);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const long long i = j * 4 + k;
+            if (i < n) out[i] = Num<T>::store(Num<T>::load(x[i]) * ((r.w[k] >> 8) >= threshold ? kept : A(0)));
         }
     }
 }

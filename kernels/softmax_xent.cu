@@ -1,14 +1,17 @@
-// Fused softmax + cross-entropy, forward and backward.
+// Fused softmax + cross-entropy, forward and backward, and the running
+// metrics of a classification batch.
 //
-// NumPy twins: Backend.softmax_cross_entropy and
-// Backend.softmax_cross_entropy_backward in gpubp/backends/base.py.
+// NumPy twins: Backend.softmax_cross_entropy, .softmax_cross_entropy_backward
+// and .accumulate_metrics in gpubp/backends/base.py.
 //
 // Forward: one warp per row reads the logits once with an online max/sum
 // (the running sum is rescaled whenever the maximum grows, so exp never
 // overflows), then writes softmax = e^(x - max) / sum and the row's loss
-// log(sum) - (x[label] - max). An out-of-range label does not stop the
-// device: it sets a device-side error flag (checked by the host when it next
-// synchronises anyway) and makes that row's loss NaN.
+// log(sum) - (x[label] - max). The last block to finish (a ticket) averages
+// the rows' losses in row order, in double, so the mean loss comes out of the
+// same launch and does not depend on block order. An out-of-range label does
+// not stop the device: it sets a device-side error flag (checked by the host
+// when it next synchronises anyway) and makes that row's loss NaN.
 //
 // Backward: one pass over the saved probabilities, (softmax - onehot) * g / N.
 //
@@ -36,11 +39,33 @@ __device__ __forceinline__ void merge(A& m, A& s, A m2, A s2) {
     }
 }
 
-// row_loss has the arithmetic type (float for half_t and float); error holds
-// {flag, first bad label, classes} and is only written when a label is bad.
+// Sums a value over the block's threads (blockDim.x <= 1024, a multiple of 32)
+// in a fixed order; thread 0 gets the total.
+template <typename A>
+__device__ __forceinline__ A block_sum(A value) {
+    __shared__ A warp_sums[32];
+    const unsigned full = 0xffffffffu;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(full, value, offset);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) warp_sums[warp] = value;
+    __syncthreads();
+    A total = A(0);
+    if (threadIdx.x == 0) {
+        for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += warp_sums[w];
+    }
+    __syncthreads();  // warp_sums may be reused by the caller's next block_sum
+    return total;
+}
+
+// row_loss has the arithmetic type (float for half_t and float); loss is the
+// mean, one element of T. error holds {flag, first bad label, classes} and is
+// only written when a label is bad. ticket is a device word that is 0 between
+// launches (the last block resets it); gpubp queues a device's work on one
+// stream, so launches never share it at the same time.
 template <typename T, typename L>
-__global__ void softmax_xent_fwd(const T* logits, const L* labels, T* probs, typename Num<T>::acc* row_loss,
-                                 unsigned long long* error, long long rows, int classes) {
+__global__ void softmax_xent_fwd(const T* logits, const L* labels, T* probs, typename Num<T>::acc* row_loss, T* loss,
+                                 unsigned long long* error, unsigned int* ticket, long long rows, int classes) {
     typedef typename Num<T>::acc A;
     const unsigned full = 0xffffffffu;
     const int lane = threadIdx.x & 31;
@@ -79,6 +104,21 @@ __global__ void softmax_xent_fwd(const T* logits, const L* labels, T* probs, typ
             }
         }
     }
+    // The mean, by the last block to finish: every row's loss is written by then.
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    const volatile A* losses = row_loss;  // from L2, not a stale L1 line
+    double sum = 0.0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) sum += (double)losses[r];
+    sum = block_sum(sum);
+    if (threadIdx.x == 0) {
+        loss[0] = Num<T>::store(A(sum / (double)rows));
+        *ticket = 0u;
+    }
 }
 
 // grad = probs * (g / rows), minus g / rows at each row's label; g is the
@@ -96,5 +136,34 @@ __global__ void softmax_xent_bwd(const T* probs, const L* labels, const T* g, T*
         A v = Num<T>::load(probs[i]) * scale;
         if (c == (long long)labels[r]) v -= scale;
         grad[i] = Num<T>::store(v);
+    }
+}
+
+// The running metrics of a training batch: totals[0] += loss * rows and
+// totals[1] += the number of rows whose highest logit is at the label (the
+// first maximum, NumPy's argmax; a NaN counts as the maximum, as there). One
+// block; totals are doubles (exact counts up to 2^53).
+template <typename T, typename L>
+__global__ void accumulate_metrics(const T* logits, const L* labels, const T* loss, double* totals, long long rows,
+                                   int classes) {
+    typedef typename Num<T>::acc A;
+    double correct = 0.0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) {
+        const T* x = logits + r * classes;
+        A best = Num<T>::load(x[0]);
+        long long best_index = 0;
+        for (int c = 1; c < classes && best == best; ++c) {
+            const A v = Num<T>::load(x[c]);
+            if (v > best || v != v) {
+                best = v;
+                best_index = c;
+            }
+        }
+        if (best_index == (long long)labels[r]) correct += 1.0;
+    }
+    correct = block_sum(correct);
+    if (threadIdx.x == 0) {
+        totals[0] += (double)Num<T>::load(loss[0]) * (double)rows;
+        totals[1] += correct;
     }
 }

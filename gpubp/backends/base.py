@@ -9,12 +9,58 @@ overrides a method only to make it faster, never to change what it computes.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_HALF = np.dtype(np.float16)
+_SINGLE = np.dtype(np.float32)
+
+
+def _float16_in_float32(*, updates: tuple[int, ...] = ()) -> Callable[[Callable], Callable]:
+    """Makes a twin compute float16 as its kernel does (common.cuh: half_t loads
+    convert to float, the arithmetic is float, each stored value is rounded once).
+
+    When the first array is float16, the backend's own method runs again on float32
+    copies of the float16 arrays, so every intermediate stays float32 (SGD's momentum
+    buffer and Adam's moments feed the parameter update unrounded), and each result
+    is rounded to float16 once: a returned array (or the one written into ``out=``),
+    and the arrays at positions ``updates``, which the method changes in place, get
+    their float32 values written back. Other dtypes go straight through.
+    """
+
+    def decorate(method: Callable) -> Callable:
+        name = method.__name__
+
+        @functools.wraps(method)
+        def twin(self: Backend, *arrays: Any, **options: Any) -> Any:
+            if arrays[0].dtype != _HALF:
+                return method(self, *arrays, **options)
+            wide = [a.astype(_SINGLE) if getattr(a, "dtype", None) == _HALF else a for a in arrays]
+            out = options.pop("out", None)
+            result = getattr(self, name)(*wide, **options)  # the backend's float32 path (a C kernel, say)
+            for i in updates:
+                if arrays[i] is not None:
+                    arrays[i][...] = wide[i]
+            if out is not None:
+                out[...] = result
+                return out
+            return _rounded(result)
+
+        return twin
+
+    return decorate
+
+
+def _rounded(result: Any) -> Any:
+    """float32 results (an array, a tuple of them, or None) rounded once to float16."""
+    if isinstance(result, tuple):
+        return tuple(_rounded(r) for r in result)
+    return result.astype(_HALF) if getattr(result, "dtype", None) == _SINGLE else result
 
 
 class Backend:
@@ -26,6 +72,8 @@ class Backend:
     array_type: type
     # Whether activate() must run before each op (a GPU backend on a multi-device machine).
     needs_activation = False
+    # Whether capture_graph can record a call's work for replay (gp.jit).
+    supports_graphs = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.device}>"
@@ -61,6 +109,14 @@ class Backend:
         """Copies an array from another backend onto this one (an explicit transfer)."""
         return self.from_host(source.to_host(array))
 
+    def capture_graph(self, fn: Callable[[Any], Any]) -> tuple[Any, Any]:
+        """Records the device work of ``fn(replay_values)`` for replay: (graph, fn's result)."""
+        raise NotImplementedError(f"{self.device} does not capture graphs")
+
+    def copy_into(self, destination: Any, source: Any) -> None:
+        """destination[...] = source, both arrays of this backend (queued on a GPU)."""
+        destination[...] = source
+
     def check_labels(self, labels: Any, classes: int) -> None:
         """Raises IndexError when a class label is outside [0, classes)."""
         # Viewed as unsigned, negative labels become huge: one reduction checks both ends.
@@ -88,7 +144,15 @@ class Backend:
     def uniform(self, shape: tuple[int, ...], low: float, high: float, dtype: np.dtype) -> Any:
         raise NotImplementedError
 
+    # -- matrix products -------------------------------------------------------
+    @_float16_in_float32()
+    def matmul(self, a: Any, b: Any, out: Any = None) -> Any:
+        """a @ b (into ``out`` when given). float16 accumulates in float32 and rounds
+        once, as the GPU's cuBLAS call does."""
+        return self.xp.matmul(a, b, out=out)
+
     # -- activations: forward from z, backward from the saved output y -------
+    @_float16_in_float32()
     def sigmoid(self, z: Any, out: Any = None) -> Any:
         """σ(z) = 1 / (1 + e^(−z))."""
         if out is None:
@@ -104,6 +168,7 @@ class Backend:
         # divide, not reciprocal: the same correctly rounded 1/x, but NumPy vectorises only divide.
         return self.xp.divide(1, t, out=t)
 
+    @_float16_in_float32()
     def sigmoid_backward(self, g: Any, y: Any) -> Any:
         """dz = g ⊙ y ⊙ (1 − y), from the saved output y = σ(z)."""
         dz = 1 - y
@@ -111,9 +176,11 @@ class Backend:
         dz *= g
         return dz
 
+    @_float16_in_float32()
     def tanh(self, z: Any, out: Any = None) -> Any:
         return self.xp.tanh(z, out=out)
 
+    @_float16_in_float32()
     def tanh_backward(self, g: Any, y: Any) -> Any:
         """dz = g ⊙ (1 − y²), from the saved output y = tanh(z)."""
         dz = self.xp.empty_like(y)
@@ -122,9 +189,11 @@ class Backend:
         dz *= g
         return dz
 
+    @_float16_in_float32()
     def relu(self, z: Any, out: Any = None) -> Any:
         return self.xp.maximum(z, 0, out=out)
 
+    @_float16_in_float32()
     def relu_backward(self, g: Any, y: Any) -> Any:
         """dz = g where y > 0, else 0 (the subgradient at 0 is 0, as in PyTorch)."""
         return g * (y > 0)
@@ -139,6 +208,7 @@ class Backend:
             return self.tanh_backward(g, y)
         return self.relu_backward(g, y)
 
+    @_float16_in_float32()
     def bias_activation(self, z: Any, bias: Any, activation: str | None) -> Any:
         """y = act(z + bias), computed in place in z (z is a fresh GEMM output)."""
         if activation == "sigmoid" and bias is not None:
@@ -155,7 +225,19 @@ class Backend:
             return self.tanh(z, out=z)
         return self.relu(z, out=z)
 
+    def linear_delta(self, g: Any, y: Any, activation: str | None, bias_grad: bool) -> tuple[Any, Any]:
+        """A layer's δ = g ⊙ act′ (from its saved output y) and, when ``bias_grad``,
+        the bias gradient Σ_rows δ; y and g are (rows, out). The sum adds δ as stored,
+        in float32 for float16, rounded once."""
+        delta = self.activation_backward(g, y, activation)
+        if not bias_grad:
+            return delta, None
+        if delta.dtype == _HALF:
+            return delta, delta.sum(axis=0, dtype=_SINGLE).astype(_HALF)
+        return delta, delta.sum(axis=0)
+
     # -- softmax cross-entropy ---------------------------------------------
+    @_float16_in_float32()
     def softmax_cross_entropy(self, logits: Any, labels: Any) -> tuple[Any, Any]:
         """Mean −log softmax(logits)[label] over the rows, and the softmax itself
         (kept for backward). Shifting by the row maximum keeps exp finite."""
@@ -168,6 +250,7 @@ class Backend:
         probs /= sums
         return xp.asarray(loss), probs
 
+    @_float16_in_float32()
     def softmax_cross_entropy_backward(self, probs: Any, labels: Any, g: Any) -> Any:
         """d logits = g ⊙ (softmax − onehot(labels)) / N."""
         scale = g / probs.shape[0]
@@ -175,16 +258,50 @@ class Backend:
         grad[self.xp.arange(probs.shape[0]), labels] -= scale
         return grad
 
+    def accumulate_metrics(self, totals: Any, logits: Any, labels: Any, loss: Any) -> None:
+        """A training batch's running metrics, in place on the device: totals[0] +=
+        loss · rows and totals[1] += the rows whose argmax is the label (totals float64)."""
+        rows = logits.shape[0]
+        totals[0] += loss.astype(np.float64) * rows
+        totals[1] += (logits.argmax(axis=1) == labels).sum()
+
     # -- dropout -----------------------------------------------------------
     def dropout_mask(self, shape: tuple[int, ...], p: float, dtype: np.dtype) -> Any:
         """Inverted dropout: each entry is 0 with probability p, else 1/(1 − p),
         so the expected activation is unchanged and eval needs no rescaling."""
         if p >= 1:
             return self.xp.zeros(shape, dtype=dtype)
-        keep = self.uniform(shape, 0.0, 1.0, dtype) >= p
+        # float16 draws in float32, as the kernel's 24-bit draw (a float16 draw would round
+        # up to 1 and meet p rounded to float16); the scale is rounded once to the dtype.
+        draw = _SINGLE if dtype == _HALF else dtype
+        keep = self.uniform(shape, 0.0, 1.0, draw) >= p
         return keep * dtype.type(1.0 / (1.0 - p))
 
+    def dropout_forward(self, x: Any, p: float) -> tuple[Any, Any]:
+        """Inverted dropout of x: (x ⊙ mask, what ``dropout_backward`` needs: here the mask)."""
+        mask = self.dropout_mask(x.shape, p, x.dtype)
+        return x * mask, mask
+
+    def dropout_backward(self, g: Any, saved: Any) -> Any:
+        """g ⊙ mask, with what ``dropout_forward`` returned beside its output."""
+        return g * saved
+
     # -- optimizer updates (in place, PyTorch's formulas) -------------------
+    def sgd_updates(self, tensors: list[tuple], hypers: Callable[[], list[dict]]) -> None:
+        """``sgd_update`` of many parameters: ``tensors`` holds (param, grad,
+        momentum_buffer or None) triples and ``hypers()`` returns the keyword
+        arguments of each (advancing the optimizer's host state, so it is called
+        exactly once per update; a captured CUDA graph calls it at each replay)."""
+        for (param, grad, buffer), hyper in zip(tensors, hypers()):
+            self.sgd_update(param, grad, buffer, **hyper)
+
+    def adam_updates(self, tensors: list[tuple], hypers: Callable[[], list[dict]]) -> None:
+        """``adam_update`` of many parameters: (param, grad, exp_avg, exp_avg_sq)
+        quadruples, and ``hypers()`` as in ``sgd_updates``."""
+        for (param, grad, exp_avg, exp_avg_sq), hyper in zip(tensors, hypers()):
+            self.adam_update(param, grad, exp_avg, exp_avg_sq, **hyper)
+
+    @_float16_in_float32(updates=(0, 2))  # param, momentum_buffer
     def sgd_update(
         self,
         param: Any,
@@ -210,6 +327,7 @@ class Backend:
             d = d + momentum * momentum_buffer if nesterov else momentum_buffer
         param -= lr * d
 
+    @_float16_in_float32(updates=(0, 2, 3))  # param, exp_avg, exp_avg_sq
     def adam_update(
         self,
         param: Any,

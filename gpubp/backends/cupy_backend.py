@@ -1,17 +1,26 @@
-"""The GPU backend: CuPy arrays, cuBLAS GEMMs, and our CUDA kernels for the fused steps.
+"""The GPU backend: CuPy arrays, our cuBLAS binding for GEMMs, and our CUDA kernels for the fused steps.
 
 Everything not overridden here runs the generic code of ``Backend`` over
-``xp = cupy``. The overrides launch the kernels of ``kernels/*.cu`` (compiled
-by NVRTC through ``cupy.RawModule`` once per process and device, and cached on
-disk by CuPy under ``CUPY_CACHE_DIR``). Each override computes what the generic
-method computes (its "NumPy twin", the oracle of the GPU tests) and falls back
-to it for inputs the kernels do not take (integer dtypes, odd shapes).
+``xp = cupy``. The overrides launch the kernels of ``kernels/*.cu``, compiled
+by NVRTC through ``cupy.RawModule`` and cached on disk by CuPy under
+``CUPY_CACHE_DIR``. Each kernel family is compiled once per dtype, all of them
+in background threads from the moment the backend is made (NVRTC runs outside
+the GIL), so a first epoch waits for at most the slowest of them. Each override
+computes what the generic method computes (its "NumPy twin", the oracle of the
+GPU tests) and falls back to it for inputs the kernels do not take (integer
+dtypes, odd shapes).
 
 No method here reads a device value on the host: a training step only queues
 work. Out-of-range cross-entropy labels are flagged on the device and reported
 when the host next synchronises anyway (``.item()``, ``.numpy()``,
 ``gp.cuda.synchronize()``). RawKernel ignores strides, so arrays are made
 C-contiguous first (a device copy, only where they are not already).
+
+Inside a ``gp.jit`` capture (``gpubp.capture.current``) nothing that changes
+from step to step is passed by value: random-number offsets and optimizer
+hyper-parameters become replay values the host rewrites before each replay.
+gpubp queues a device's work on one stream (the current one; graphs replay on
+it too), which is what lets kernels share the device-side tickets below.
 
 Imported only by ``gpubp.cuda.get_backend``, after checking that CuPy and a
 device are there.
@@ -20,19 +29,25 @@ device are there.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import cupy
 import numpy as np
 
+from gpubp import capture
+from gpubp import cuda as gp_cuda
 from gpubp.backends import kernel_catalog as catalog
 from gpubp.backends import philox
 from gpubp.backends.base import Backend
+from gpubp.backends.cublas import GEMM_DTYPES, Cublas
 
 _FLOAT_NAMES = {np.dtype(np.float16): "float16", np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 _LABEL_NAMES = {np.dtype(np.int32): "int32", np.dtype(np.int64): "int64"}
 _NULL = np.uint64(0)  # a null pointer argument (CuPy passes it by value, 8 bytes)
 _U64 = (1 << 64) - 1
+_SGD_SCALARS = ("lr", "momentum", "keep", "weight_decay", "nesterov", "first_step")
 
 
 def _acc(dtype: np.dtype) -> type:
@@ -40,33 +55,74 @@ def _acc(dtype: np.dtype) -> type:
     return np.float64 if dtype == np.float64 else np.float32
 
 
+def _sgd_scalars(h: dict) -> list[float]:
+    """optim.cu's per-tensor SGD scalars, from sgd_update's keywords."""
+    row = [h["lr"], h["momentum"], 1 - h["dampening"], h["weight_decay"], bool(h["nesterov"]), bool(h["first_step"])]
+    return [float(v) for v in row] + [0.0] * (catalog.MULTI_TENSOR_SCALARS - len(row))
+
+
+def _adam_scalars(h: dict) -> list[float]:
+    """optim.cu's per-tensor Adam scalars, from adam_update's keywords: the same
+    host arithmetic as the NumPy backend's C kernel call."""
+    step, lr, beta1, beta2 = h["step"], float(h["lr"]), float(h["beta1"]), float(h["beta2"])
+    weight_decay = float(h["weight_decay"])
+    return [
+        beta1,
+        beta2,
+        1 - beta1,
+        1 - beta2,
+        float(h["eps"]),
+        weight_decay,
+        float(bool(h["decoupled"])),
+        1 - lr * weight_decay,
+        lr / (1 - beta1**step),
+        (1 - beta2**step) ** 0.5,
+    ]
+
+
+class _Draw:
+    """What dropout's backward needs to draw the forward's mask again (never stored)."""
+
+    __slots__ = ("seed", "offset", "replayed", "threshold", "scale")
+
+    def __init__(self, seed: int, offset: int, replayed: int, threshold: int, scale: float) -> None:
+        self.seed, self.offset, self.replayed = seed, offset, replayed
+        self.threshold, self.scale = threshold, scale
+
+
 class CupyBackend(Backend):
-    """Runs ops on CUDA device ``index`` with CuPy; fused steps use our kernels."""
+    """Runs ops on CUDA device ``index`` with CuPy; GEMMs and fused steps use our code."""
 
     name = "cuda"
     xp = cupy
     array_type = cupy.ndarray
     needs_activation = True  # CuPy refuses arrays of another device than the current one
+    supports_graphs = True
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.device = f"cuda:{index}"
         self._cuda_device = cupy.cuda.Device(index)
         with self._cuda_device:
-            self.sm_count = int(
-                cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, index)
-            )
+            runtime = cupy.cuda.runtime
+            self.sm_count = int(runtime.deviceGetAttribute(runtime.cudaDevAttrMultiProcessorCount, index))
+            self.compute_capability = int(self._cuda_device.compute_capability)
             # {flag, first bad label, classes}, written only by a kernel that met a bad label.
             self._label_error = cupy.zeros(3, dtype=cupy.uint64)
+            # Last-block tickets (activation.cu, softmax_xent.cu): 0 between launches.
+            tickets = cupy.zeros(catalog.TICKETS + 1, dtype=cupy.uint32)
+            self._bias_tickets, self._loss_ticket = tickets[: catalog.TICKETS], tickets[catalog.TICKETS :]
         self._labels_pending = False
-        self._modules: dict[str, cupy.RawModule] = {}
-        self._kernels: dict[str, cupy.RawKernel] = {}
+        self._modules: dict[tuple[str, str | None], Future] = {}
+        self._kernels: dict[str, Any] = {}
+        self._cublas: Cublas | None = None
         self._seed = secrets.randbits(64)
         self._offset = 0
+        self._table = np.zeros(catalog.TABLE_WORDS, dtype=np.uint64)  # optim.cu's TensorTable
+        self._table_argument = self._table.view(np.dtype((np.void, self._table.nbytes)))
         self._empty = cupy.empty  # every kernel output comes from here (tests poison it with NaN)
-        from gpubp import cuda
-
-        cuda.apply_tf32()
+        gp_cuda.apply_tf32()
+        self._compile_all()
 
     # -- device, transfers, synchronisation ---------------------------------
     def activate(self) -> None:
@@ -75,6 +131,8 @@ class CupyBackend(Backend):
             cupy.cuda.runtime.setDevice(self.index)
 
     def from_host(self, array: np.ndarray) -> Any:
+        if capture.current is not None:
+            capture.current.host_copy("a host array's copy to the device")
         self.activate()
         return cupy.asarray(np.ascontiguousarray(array))
 
@@ -113,9 +171,25 @@ class CupyBackend(Backend):
                 cupy.cuda.get_current_stream().wait_event(copied)
         return out
 
+    def capture_graph(self, fn: Callable[[Any], Any]) -> tuple[Any, Any]:
+        from gpubp.backends.cuda_graph import CudaGraph
+
+        return CudaGraph.capture(self, fn)
+
+    def copy_into(self, destination: Any, source: Any) -> None:
+        """destination[...] = source on the device, queued (a plain DMA copy when both are contiguous)."""
+        if destination.flags.c_contiguous and source.flags.c_contiguous and destination.dtype == source.dtype:
+            if source.nbytes:
+                destination.data.copy_from_device_async(source.data, source.nbytes)
+        else:
+            destination[...] = source
+
     def check_labels(self, labels: Any, classes: int) -> None:
         """Nothing on the host: comparing labels here would copy them back. The
         cross-entropy kernel flags a bad label on the device instead."""
+
+    def _mark_labels_pending(self) -> None:
+        self._labels_pending = True
 
     def _check_label_errors(self) -> None:
         if not self._labels_pending:
@@ -132,29 +206,62 @@ class CupyBackend(Backend):
             )
 
     # -- kernels ---------------------------------------------------------------
+    def _compile_all(self) -> None:
+        """Starts compiling every kernel module in background threads (one per
+        family and dtype); a launch waits only for the module it needs."""
+        modules = catalog.modules()
+        pool = ThreadPoolExecutor(max_workers=len(modules), thread_name_prefix="gpubp-nvrtc")
+        for (family, dtype), names in modules.items():
+            self._modules[family, dtype] = pool.submit(self._compile, family, names)
+        pool.shutdown(wait=False)
+
+    def _compile(self, family: str, names: tuple[str, ...]) -> cupy.RawModule:
+        module = cupy.RawModule(
+            code=catalog.kernel_source(family), options=catalog.COMPILE_OPTIONS, name_expressions=names
+        )
+        with self._cuda_device:
+            module.compile()
+        return module
+
     def _kernel(self, family: str, name: str) -> Any:
         kernel = self._kernels.get(name)
         if kernel is None:
-            module = self._modules.get(family)
-            if module is None:
-                module = cupy.RawModule(
-                    code=catalog.kernel_source(family),
-                    options=catalog.COMPILE_OPTIONS,
-                    name_expressions=catalog.name_expressions(family),
-                )
-                self._modules[family] = module
+            module = self._modules[family, catalog.dtype_of(name)].result()
             with self._cuda_device:
                 kernel = self._kernels[name] = module.get_function(name)
         return kernel
 
-    def _launch(self, family: str, name: str, work_items: int, args: tuple) -> None:
-        kernel = self._kernel(family, name)
+    def launch(self, family: str, name: str, work_items: int, args: tuple) -> None:
+        """Queues kernel ``name`` of ``family`` on the current stream, one thread
+        per work item in a grid-stride loop of at most one wave of blocks."""
+        kernel = self._kernels.get(name) or self._kernel(family, name)
         grid = catalog.grid_size(work_items, self.sm_count)
         kernel((grid,), (catalog.BLOCK,), args)
 
     @staticmethod
     def _contiguous(array: Any) -> Any:
         return array if array.flags.c_contiguous else cupy.ascontiguousarray(array)
+
+    # -- matrix products -----------------------------------------------------------
+    @property
+    def cublas(self) -> Cublas:
+        """This device's cuBLAS binding (made on first use)."""
+        if self._cublas is None:
+            self._cublas = Cublas(self.index, self.compute_capability)
+        return self._cublas
+
+    def matmul(self, a: Any, b: Any, out: Any = None) -> Any:
+        if (
+            a.ndim == 2
+            and b.ndim == 2
+            and a.dtype == b.dtype
+            and a.dtype in GEMM_DTYPES
+            and (out is None or (out.shape == (a.shape[0], b.shape[1]) and out.dtype == a.dtype))
+            and (out is None or out.flags.c_contiguous)
+        ):
+            self.activate()
+            return self.cublas.gemm(a, b, out, gp_cuda.tf32_enabled())
+        return super().matmul(a, b, out)
 
     # -- activations -----------------------------------------------------------
     def _fused_forward(self, x: Any, bias: Any, activation: str | None, out: Any) -> Any:
@@ -177,7 +284,7 @@ class CupyBackend(Backend):
             cols = x.shape[-1]
             vec = catalog.pick_vector_width(dtype, [x.data.ptr, y.data.ptr, bias_arg.data.ptr], cols)
         name = catalog.bias_act_fwd(dtype, activation, vec)
-        self._launch("activation", name, -(-x.size // vec), (x, bias_arg, y, np.int64(x.size), np.int64(cols)))
+        self.launch("activation", name, -(-x.size // vec), (x, bias_arg, y, np.int64(x.size), np.int64(cols)))
         return y
 
     def _fused_backward(self, g: Any, y: Any, activation: str) -> Any:
@@ -192,7 +299,7 @@ class CupyBackend(Backend):
         if y.size:
             vec = catalog.pick_vector_width(dtype, [g.data.ptr, y.data.ptr, dz.data.ptr])
             name = catalog.act_bwd(dtype, activation, vec)
-            self._launch("activation", name, -(-y.size // vec), (g, y, dz, np.int64(y.size)))
+            self.launch("activation", name, -(-y.size // vec), (g, y, dz, np.int64(y.size)))
         return dz
 
     def sigmoid(self, z: Any, out: Any = None) -> Any:
@@ -228,7 +335,41 @@ class CupyBackend(Backend):
                 return y
         return super().bias_activation(z, bias, activation)
 
-    # -- softmax cross-entropy ---------------------------------------------------
+    def linear_delta(self, g: Any, y: Any, activation: str | None, bias_grad: bool) -> tuple[Any, Any]:
+        """δ = g ⊙ act′ and Σ_rows δ in one pass by ``act_bwd_bias`` (deterministic sum)."""
+        dtype = _FLOAT_NAMES.get(y.dtype)
+        if (
+            not bias_grad
+            or dtype is None
+            or y.ndim != 2
+            or g.dtype != y.dtype
+            or g.shape != y.shape
+            or -(-y.shape[1] // catalog.BIAS_TILE) > catalog.TICKETS
+        ):
+            return super().linear_delta(g, y, activation, bias_grad)
+        self.activate()
+        rows, cols = y.shape
+        g = self._contiguous(g)
+        delta = g if activation is None else self._empty(y.shape, y.dtype)
+        bias = self._empty((cols,), y.dtype)
+        if cols == 0:
+            return delta, bias
+        if rows == 0:
+            bias.fill(0)
+            return delta, bias
+        y = self._contiguous(y)
+        tiles, chunks, per_chunk = catalog.bias_grad_grid(rows, cols, self.sm_count)
+        partial = self._empty((chunks, cols), _acc(y.dtype)) if chunks > 1 else _NULL
+        kernel = self._kernel("activation", catalog.act_bwd_bias(dtype, activation))
+        args = (g, y, _NULL if activation is None else delta, bias, partial, self._bias_tickets)
+        kernel(
+            (tiles, chunks),
+            (catalog.BIAS_TILE, catalog.BLOCK // catalog.BIAS_TILE),
+            (*args, *map(np.int64, (rows, cols, per_chunk))),
+        )
+        return delta, bias
+
+    # -- softmax cross-entropy and the batch metrics ---------------------------------
     @staticmethod
     def _labels(labels: Any) -> Any:
         if labels.dtype not in _LABEL_NAMES:
@@ -244,16 +385,18 @@ class CupyBackend(Backend):
         labels = self._labels(labels)
         rows, classes = logits.shape
         probs = self._empty(logits.shape, logits.dtype)
-        row_loss = self._empty((rows,), _acc(logits.dtype))
+        loss = self._empty((), logits.dtype)
         if rows and classes:
+            row_loss = self._empty((rows,), _acc(logits.dtype))
             name = catalog.softmax_xent_fwd(dtype, _LABEL_NAMES[labels.dtype])
-            args = (logits, labels, probs, row_loss, self._label_error, np.int64(rows), np.int32(classes))
-            self._launch("softmax_xent", name, rows * catalog.WARP, args)
+            args = (logits, labels, probs, row_loss, loss, self._label_error, self._loss_ticket)
+            self.launch("softmax_xent", name, rows * catalog.WARP, (*args, np.int64(rows), np.int32(classes)))
             self._labels_pending = True
-        elif rows:
-            row_loss.fill(np.nan)  # no classes: every label is out of range
-        loss = row_loss.mean()
-        return (loss if loss.dtype == logits.dtype else loss.astype(logits.dtype)), probs
+            if capture.current is not None:
+                capture.current.on_replay(self._mark_labels_pending)
+        else:
+            loss.fill(np.nan)  # the mean of no rows, or every label out of range of no classes
+        return loss, probs
 
     def softmax_cross_entropy_backward(self, probs: Any, labels: Any, g: Any) -> Any:
         dtype = _FLOAT_NAMES.get(probs.dtype)
@@ -267,8 +410,29 @@ class CupyBackend(Backend):
         if probs.size:
             rows, classes = probs.shape
             name = catalog.softmax_xent_bwd(dtype, _LABEL_NAMES[labels.dtype])
-            self._launch("softmax_xent", name, probs.size, (probs, labels, g, grad, np.int64(rows), np.int32(classes)))
+            self.launch("softmax_xent", name, probs.size, (probs, labels, g, grad, np.int64(rows), np.int32(classes)))
         return grad
+
+    def accumulate_metrics(self, totals: Any, logits: Any, labels: Any, loss: Any) -> None:
+        dtype = _FLOAT_NAMES.get(logits.dtype)
+        if (
+            dtype is None
+            or logits.ndim != 2
+            or labels.shape != logits.shape[:1]
+            or labels.dtype.kind not in "iu"
+            or loss.dtype != logits.dtype
+            or totals.dtype != np.float64
+            or not totals.flags.c_contiguous
+            or 0 in logits.shape
+        ):
+            super().accumulate_metrics(totals, logits, labels, loss)
+            return
+        self.activate()
+        logits = self._contiguous(logits)
+        labels = self._labels(labels)
+        kernel = self._kernel("softmax_xent", catalog.accumulate_metrics(dtype, _LABEL_NAMES[labels.dtype]))
+        rows, classes = logits.shape
+        kernel((1,), (catalog.BLOCK,), (logits, labels, loss, totals, np.int64(rows), np.int32(classes)))
 
     # -- random numbers: Philox, state (seed, offset) ------------------------------
     def manual_seed(self, seed: int) -> None:
@@ -286,20 +450,30 @@ class CupyBackend(Backend):
             raise ValueError(f"{self.device}: seed and offset must be integers in [0, 2**64), got {state!r}")
         self._seed, self._offset = seed, offset
 
-    def _next_offset(self) -> np.uint64:
+    def _next_draw(self) -> tuple[int, int]:
+        """(seed, offset) for the next generating launch; every launch takes one offset."""
         offset = self._offset
         self._offset = (offset + 1) & _U64
-        return np.uint64(offset)
+        return self._seed, offset
+
+    def _draw_arguments(self) -> tuple[np.uint64, np.uint64, Any]:
+        """(seed, offset, replayed) of random.cu's kernels: by value when eager; in a
+        capture, a replay value that takes the next offset at each replay."""
+        if capture.current is not None:
+            replayed = capture.current.replay_value(2, self._next_draw, floats=False)
+            return _NULL, _NULL, np.uint64(replayed)
+        seed, offset = self._next_draw()
+        return np.uint64(seed), np.uint64(offset), _NULL
 
     def _random(self, kernel: str, shape: tuple[int, ...], dtype: np.dtype, extra: tuple = ()) -> Any:
         self.activate()
         name = _FLOAT_NAMES[dtype]
         out = self._empty(shape, dtype)
-        offset = self._next_offset()  # consumed even when empty, like every draw
+        draw = self._draw_arguments()  # consumed even when empty, like every draw
         if out.size:
             counters = -(-out.size // catalog.values_per_counter(kernel, name))
-            args = (out, np.int64(out.size), np.uint64(self._seed), offset, *extra)
-            self._launch("random", getattr(catalog, kernel)(name), counters, args)
+            args = (out, np.int64(out.size), *draw, *extra)
+            self.launch("random", getattr(catalog, kernel)(name), counters, args)
         return out
 
     def standard_normal(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
@@ -315,6 +489,11 @@ class CupyBackend(Backend):
         out = self._random("uniform", shape, compute, (acc(low), acc(high)))
         return out if compute == dtype else out.astype(dtype)
 
+    @staticmethod
+    def _dropout_constants(p: float, dtype: np.dtype) -> tuple[np.uint32, Any]:
+        # The scale rounded to the storage dtype first, as the twin's dtype.type(1 / (1 - p)).
+        return np.uint32(philox.dropout_threshold(p)), _acc(dtype)(dtype.type(1.0 / (1.0 - p)))
+
     def dropout_mask(self, shape: tuple[int, ...], p: float, dtype: np.dtype) -> Any:
         dtype = np.dtype(dtype)
         if p >= 1:
@@ -322,85 +501,126 @@ class CupyBackend(Backend):
             return cupy.zeros(shape, dtype=dtype)
         if dtype not in _FLOAT_NAMES:
             return super().dropout_mask(shape, p, dtype)
-        # The scale rounded to the storage dtype first, as the twin's dtype.type(1 / (1 - p)).
-        scale = _acc(dtype)(dtype.type(1.0 / (1.0 - p)))
-        return self._random("dropout_mask", shape, dtype, (np.uint32(philox.dropout_threshold(p)), scale))
+        return self._random("dropout_mask", shape, dtype, self._dropout_constants(p, dtype))
 
-    # -- optimizer updates ----------------------------------------------------------
-    def _update_ready(self, param: Any, grad: Any, *buffers: Any) -> bool:
-        """Whether the fused update kernel takes these arrays (the grad may be strided:
-        it is made contiguous; the parameter and buffers are written in place)."""
-        return (
-            param.dtype in _FLOAT_NAMES
-            and all(a.flags.c_contiguous for a in (param, *buffers))
-            and all(o.dtype == param.dtype and o.shape == param.shape for o in (grad, *buffers))
-        )
-
-    def _update_launch(self, param: Any, grad: Any, buffers: tuple) -> tuple[Any, str, Any, int]:
-        """What both update kernels' launches need: this device current, a contiguous
-        gradient, the dtype's kernel name, its scalar type and the vector width."""
+    def dropout_forward(self, x: Any, p: float) -> tuple[Any, Any]:
+        """x ⊙ mask in one pass; the mask is not kept: backward draws it again
+        from the same (seed, offset), which costs less than storing and reading it."""
+        dtype = _FLOAT_NAMES.get(x.dtype)
+        if dtype is None or p >= 1:
+            return super().dropout_forward(x, p)
         self.activate()
-        grad = self._contiguous(grad)
-        dtype = _FLOAT_NAMES[param.dtype]
-        vec = catalog.pick_vector_width(dtype, [a.data.ptr for a in (param, grad, *buffers)])
-        return grad, dtype, _acc(param.dtype), vec
+        x = self._contiguous(x)
+        threshold, scale = self._dropout_constants(p, x.dtype)
+        seed, offset, replayed = self._draw_arguments()
+        draw = _Draw(seed, offset, replayed, threshold, scale)
+        return self._apply_dropout(x, draw), draw
 
+    def dropout_backward(self, g: Any, saved: Any) -> Any:
+        if not isinstance(saved, _Draw) or g.dtype not in _FLOAT_NAMES:
+            return super().dropout_backward(g, saved)
+        self.activate()
+        return self._apply_dropout(self._contiguous(g), saved)
+
+    def _apply_dropout(self, x: Any, draw: _Draw) -> Any:
+        out = self._empty(x.shape, x.dtype)
+        if x.size:
+            name = catalog.dropout_apply(_FLOAT_NAMES[x.dtype])
+            args = (x, out, np.int64(x.size), draw.seed, draw.offset, draw.replayed, draw.threshold, draw.scale)
+            self.launch("random", name, -(-x.size // 4), args)
+        return out
+
+    # -- optimizer updates: every parameter of a dtype in one launch ---------------------
     def sgd_update(self, param: Any, grad: Any, momentum_buffer: Any, **hyper: Any) -> None:
-        """Backend.sgd_update (same arguments) as one kernel launch."""
-        momentum = hyper["momentum"]
-        buffers = (momentum_buffer,) if momentum else ()
-        if not self._update_ready(param, grad, *buffers):
-            super().sgd_update(param, grad, momentum_buffer, **hyper)
-            return
-        lr, dampening, weight_decay = hyper["lr"], hyper["dampening"], hyper["weight_decay"]
-        nesterov, first_step = hyper["nesterov"], hyper["first_step"]
-        if param.size == 0:
-            return
-        grad, dtype, acc, vec = self._update_launch(param, grad, buffers)
-        args = (
-            param,
-            grad,
-            momentum_buffer if momentum else _NULL,
-            np.int64(param.size),
-            acc(lr),
-            acc(momentum),
-            acc(1 - dampening),
-            acc(weight_decay),
-            np.int32(bool(nesterov)),
-            np.int32(bool(first_step)),
-        )
-        self._launch("optim", catalog.sgd_update(dtype, vec), -(-param.size // vec), args)
+        """Backend.sgd_update (same arguments), as the multi-tensor kernel on one tensor."""
+        self.sgd_updates([(param, grad, momentum_buffer)], lambda: [hyper])
 
     def adam_update(self, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, **hyper: Any) -> None:
-        """Backend.adam_update (same arguments) as one kernel launch."""
-        buffers = (exp_avg, exp_avg_sq)
-        if not self._update_ready(param, grad, *buffers):
-            super().adam_update(param, grad, exp_avg, exp_avg_sq, **hyper)
-            return
-        step, lr, eps = hyper["step"], hyper["lr"], hyper["eps"]
-        beta1, beta2 = hyper["beta1"], hyper["beta2"]
-        weight_decay, decoupled = hyper["weight_decay"], hyper["decoupled"]
-        if param.size == 0:
-            return
-        grad, dtype, acc, vec = self._update_launch(param, grad, buffers)
-        # Host scalars only: the step count lives in Python, never on the device.
-        step_size = lr / (1 - beta1**step)
-        root_correction = (1 - beta2**step) ** 0.5
-        args = (
-            param,
-            grad,
-            exp_avg,
-            exp_avg_sq,
-            np.int64(param.size),
-            acc(beta1),
-            acc(beta2),
-            acc(1 - beta1),
-            acc(1 - beta2),
-            acc(eps),
-            acc(weight_decay),
-            np.int32(bool(decoupled)),
-            acc(1 - lr * weight_decay),
-            acc(step_size),
-            acc(root_correction),
+        """Backend.adam_update (same arguments), as the multi-tensor kernel on one tensor."""
+        self.adam_updates([(param, grad, exp_avg, exp_avg_sq)], lambda: [hyper])
+
+    def sgd_updates(self, tensors: list[tuple], hypers: Callable[[], list[dict]]) -> None:
+        self._multi_update("sgd", tensors, hypers, _sgd_scalars, Backend.sgd_update)
+
+    def adam_updates(self, tensors: list[tuple], hypers: Callable[[], list[dict]]) -> None:
+        self._multi_update("adam", tensors, hypers, _adam_scalars, Backend.adam_update)
+
+    @staticmethod
+    def _update_ready(param: Any, grad: Any, *states: Any) -> bool:
+        """Whether the update kernel takes these arrays (the grad may be strided: it is
+        made contiguous; the parameter and its state are written in place)."""
+        return (
+            param.dtype in _FLOAT_NAMES
+            and all(a.flags.c_contiguous for a in (param, *states))
+            and all(o.dtype == param.dtype and o.shape == param.shape for o in (grad, *states))
         )
-        self._launch("optim", catalog.adam_update(dtype, vec), -(-param.size // vec), args)
+
+    def _multi_update(
+        self,
+        kind: str,
+        tensors: list[tuple],
+        hypers: Callable[[], list[dict]],
+        scalars_of: Callable[[dict], list[float]],
+        twin: Callable[..., None],
+    ) -> None:
+        if not all(self._update_ready(p, g, *(s for s in states if s is not None)) for p, g, *states in tensors):
+            if capture.current is not None:
+                capture.current.cannot_replay(f"{kind}'s update of a parameter the fused kernel cannot take")
+            for arrays, hyper in zip(tensors, hypers()):
+                twin(self, *arrays, **hyper)  # the generic formula (its float16 path calls back in with float32)
+            return
+        self.activate()
+        # Launches of at most MULTI_TENSOR_MAX tensors of one dtype; the scalars in launch order.
+        order = sorted(range(len(tensors)), key=lambda i: tensors[i][0].dtype.str)
+        groups: list[list[int]] = []
+        for i in order:
+            if (
+                groups
+                and tensors[groups[-1][0]][0].dtype == tensors[i][0].dtype
+                and len(groups[-1]) < catalog.MULTI_TENSOR_MAX
+            ):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+
+        record = capture.current
+        rows: list[list[dict]] = []  # hypers() of this update (or replay), shared by its launches
+
+        def group_scalars(k: int) -> list[float]:
+            if k == 0:  # the first launch's values are computed first: advance the host state once
+                rows[:] = [hypers()]
+            return [v for i in groups[k] for v in scalars_of(rows[0][i])]
+
+        for k, group in enumerate(groups):
+            members = [tensors[i] for i in group]
+            if record is None:
+                self._launch_table(kind, members, group_scalars(k), 0)
+            else:
+                count = len(group) * catalog.MULTI_TENSOR_SCALARS
+                replayed = record.replay_value(count, lambda k=k: group_scalars(k))
+                self._launch_table(kind, members, None, replayed)
+
+    def _launch_table(self, kind: str, tensors: list[tuple], scalars: list[float] | None, replayed: int) -> None:
+        """One multi-tensor launch: fills optim.cu's TensorTable and passes it by value."""
+        count = len(tensors)
+        table = self._table
+        sizes = [p.size for p, *_ in tensors]
+        begins = catalog.chunk_begins(sizes)
+        if begins[-1] == 0:
+            return
+        grads = [self._contiguous(g) for _, g, *_ in tensors]  # kept alive until the launch is queued
+        table[catalog.TABLE_COUNT] = count
+        table[catalog.TABLE_CHUNK_BEGIN : catalog.TABLE_CHUNK_BEGIN + count + 1] = begins
+        table[catalog.TABLE_SIZE : catalog.TABLE_SIZE + count] = sizes
+        table[catalog.TABLE_PARAM : catalog.TABLE_PARAM + count] = [p.data.ptr for p, *_ in tensors]
+        table[catalog.TABLE_GRAD : catalog.TABLE_GRAD + count] = [g.data.ptr for g in grads]
+        for field, index in ((catalog.TABLE_STATE1, 2), (catalog.TABLE_STATE2, 3)):
+            table[field : field + count] = [
+                t[index].data.ptr if len(t) > index and t[index] is not None else 0 for t in tensors
+            ]
+        table[catalog.TABLE_REPLAY_SCALARS] = replayed
+        if scalars is not None:
+            start = catalog.TABLE_SCALARS
+            table.view(np.float64)[start : start + len(scalars)] = scalars
+        name = (catalog.sgd_multi if kind == "sgd" else catalog.adam_multi)(_FLOAT_NAMES[tensors[0][0].dtype])
+        self.launch("optim", name, begins[-1] * catalog.BLOCK, (self._table_argument,))

@@ -34,7 +34,32 @@ WARP = 32
 # These kernels are bound by memory, not arithmetic, so exactness costs nothing.
 COMPILE_OPTIONS = ("-std=c++17", "--fmad=false")
 
-FAMILIES = ("activation", "softmax_xent", "optim", "random")
+FAMILIES = ("activation", "softmax_xent", "optim", "random", "graph")
+
+# graph.cu: 8-byte words per write_words launch (its argument block stays under 4 KB).
+REPLAY_WORDS = 480
+
+# optim.cu's TensorTable, a kernel argument of 8-byte words: the word offsets of
+# its fields (tests/backends/test_kernel_compile.py checks them against nvcc's layout).
+MULTI_TENSOR_MAX = 16  # tensors per launch (MAX_TENSORS)
+MULTI_TENSOR_SCALARS = 10  # hyper-parameters per tensor (MAX_SCALARS)
+MULTI_TENSOR_CHUNK = 4096  # elements per chunk (CHUNK)
+TABLE_COUNT = 0
+TABLE_CHUNK_BEGIN = 1
+TABLE_SIZE = TABLE_CHUNK_BEGIN + MULTI_TENSOR_MAX + 1
+TABLE_PARAM = TABLE_SIZE + MULTI_TENSOR_MAX
+TABLE_GRAD = TABLE_PARAM + MULTI_TENSOR_MAX
+TABLE_STATE1 = TABLE_GRAD + MULTI_TENSOR_MAX
+TABLE_STATE2 = TABLE_STATE1 + MULTI_TENSOR_MAX
+TABLE_REPLAY_SCALARS = TABLE_STATE2 + MULTI_TENSOR_MAX
+TABLE_SCALARS = TABLE_REPLAY_SCALARS + 1
+TABLE_WORDS = TABLE_SCALARS + MULTI_TENSOR_MAX * MULTI_TENSOR_SCALARS
+
+# activation.cu's act_bwd_bias: 32 columns a block (8 rows at a time), and a
+# device word per column tile for the last-block ticket (so at most this many tiles).
+BIAS_TILE = 32
+BIAS_ROWS_PER_BLOCK_MIN = 64
+TICKETS = 1 << 16
 
 _ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
 
@@ -62,6 +87,10 @@ def act_bwd(dtype: str, activation: str, vec: int) -> str:
     return _name("act_bwd", FLOAT_TYPES[dtype], ACTIVATION_CODES[activation], vec)
 
 
+def act_bwd_bias(dtype: str, activation: str | None) -> str:
+    return _name("act_bwd_bias", FLOAT_TYPES[dtype], ACTIVATION_CODES[activation])
+
+
 def softmax_xent_fwd(dtype: str, label_dtype: str) -> str:
     return _name("softmax_xent_fwd", FLOAT_TYPES[dtype], LABEL_TYPES[label_dtype])
 
@@ -70,12 +99,16 @@ def softmax_xent_bwd(dtype: str, label_dtype: str) -> str:
     return _name("softmax_xent_bwd", FLOAT_TYPES[dtype], LABEL_TYPES[label_dtype])
 
 
-def sgd_update(dtype: str, vec: int) -> str:
-    return _name("sgd_update", FLOAT_TYPES[dtype], vec)
+def accumulate_metrics(dtype: str, label_dtype: str) -> str:
+    return _name("accumulate_metrics", FLOAT_TYPES[dtype], LABEL_TYPES[label_dtype])
 
 
-def adam_update(dtype: str, vec: int) -> str:
-    return _name("adam_update", FLOAT_TYPES[dtype], vec)
+def sgd_multi(dtype: str) -> str:
+    return _name("sgd_multi", FLOAT_TYPES[dtype])
+
+
+def adam_multi(dtype: str) -> str:
+    return _name("adam_multi", FLOAT_TYPES[dtype])
 
 
 def uniform(dtype: str) -> str:
@@ -90,11 +123,19 @@ def dropout_mask(dtype: str) -> str:
     return _name("dropout_mask", FLOAT_TYPES[dtype])
 
 
+def dropout_apply(dtype: str) -> str:
+    return _name("dropout_apply", FLOAT_TYPES[dtype])
+
+
+def write_words() -> str:
+    return _name("write_words", REPLAY_WORDS)
+
+
 def values_per_counter(kernel: str, dtype: str) -> int:
     """Random values one Philox call (one counter) yields in ``random.cu``: four
     32-bit words make 4 floats or halves, or 2 doubles (two words each); dropout
     masks always take 4 (one 24-bit draw per element)."""
-    if kernel == "dropout_mask":
+    if kernel in ("dropout_mask", "dropout_apply"):
         return 4
     if kernel == "normal" and dtype == "float16":
         return 4  # float16 normals draw float uniforms
@@ -103,22 +144,47 @@ def values_per_counter(kernel: str, dtype: str) -> int:
 
 def name_expressions(family: str) -> tuple[str, ...]:
     """Every instantiation of a family's templates, in a fixed order."""
+    if family not in FAMILIES:
+        raise KeyError(f"unknown kernel family {family!r}; expected one of {FAMILIES}")
+    if family == "graph":
+        return (write_words(),)
     names: list[str] = []
     for dtype in FLOAT_TYPES:
         widths = vector_widths(dtype)
         if family == "activation":
             names += [bias_act_fwd(dtype, act, vec) for act in ACTIVATION_CODES for vec in widths]
             names += [act_bwd(dtype, act, vec) for act in ACTIVATION_CODES if act is not None for vec in widths]
+            names += [act_bwd_bias(dtype, act) for act in ACTIVATION_CODES]
         elif family == "softmax_xent":
             for label_dtype in LABEL_TYPES:
                 names += [softmax_xent_fwd(dtype, label_dtype), softmax_xent_bwd(dtype, label_dtype)]
+                names.append(accumulate_metrics(dtype, label_dtype))
         elif family == "optim":
-            names += [sgd_update(dtype, vec) for vec in widths] + [adam_update(dtype, vec) for vec in widths]
-        elif family == "random":
-            names += [uniform(dtype), normal(dtype), dropout_mask(dtype)]
+            names += [sgd_multi(dtype), adam_multi(dtype)]
         else:
-            raise KeyError(f"unknown kernel family {family!r}; expected one of {FAMILIES}")
+            names += [uniform(dtype), normal(dtype), dropout_mask(dtype), dropout_apply(dtype)]
     return tuple(names)
+
+
+_C_TYPES = {ctype: dtype for dtype, ctype in FLOAT_TYPES.items()}
+
+
+def dtype_of(name: str) -> str | None:
+    """The storage dtype a kernel is instantiated for (its first template
+    argument), or None for a kernel without one (``write_words<480>``)."""
+    first = name[name.index("<") + 1 :].split(",")[0].rstrip(">").strip()
+    return _C_TYPES.get(first)
+
+
+def modules() -> dict[tuple[str, str | None], tuple[str, ...]]:
+    """The modules the CUDA backend compiles, one per family and dtype, each with
+    its instantiations: compiled side by side, a cold start waits only for the
+    module it needs (float32's, in training) instead of every dtype's."""
+    grouped: dict[tuple[str, str | None], list[str]] = {}
+    for family in FAMILIES:
+        for name in name_expressions(family):
+            grouped.setdefault((family, dtype_of(name)), []).append(name)
+    return {key: tuple(names) for key, names in grouped.items()}
 
 
 # -- launch shapes ---------------------------------------------------------------
@@ -142,6 +208,30 @@ def grid_size(work_items: int, sm_count: int, block: int = BLOCK, blocks_per_sm:
         raise ValueError(f"sm_count must be positive, got {sm_count}")
     wanted = -(-work_items // block)
     return max(1, min(wanted, sm_count * blocks_per_sm))
+
+
+def chunk_begins(sizes: list[int]) -> list[int]:
+    """The first chunk of each tensor of a multi-tensor launch, and the total last."""
+    begins = [0]
+    for size in sizes:
+        begins.append(begins[-1] + -(-size // MULTI_TENSOR_CHUNK))
+    return begins
+
+
+def bias_grad_grid(rows: int, cols: int, sm_count: int) -> tuple[int, int, int]:
+    """(column tiles, row chunks, rows per chunk) of ``act_bwd_bias``: about one
+    wave of resident blocks, but at least BIAS_ROWS_PER_BLOCK_MIN rows a block,
+    so small batches take one chunk (no partial sums to combine) and big ones
+    spread over the device."""
+    if sm_count < 1:
+        raise ValueError(f"sm_count must be positive, got {sm_count}")
+    tiles = -(-cols // BIAS_TILE)
+    if tiles > TICKETS:
+        raise ValueError(f"act_bwd_bias takes at most {TICKETS * BIAS_TILE} columns, got {cols}")
+    wanted = -(-sm_count * BLOCKS_PER_SM // tiles)  # its blocks have 256 threads, as BLOCK
+    chunks = max(1, min(wanted, -(-rows // BIAS_ROWS_PER_BLOCK_MIN), 65535))
+    per_chunk = max(1, -(-rows // chunks))
+    return tiles, -(-rows // per_chunk) if rows else 1, per_chunk
 
 
 # -- sources ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from gpubp import capture
 from gpubp.backends import cpu_kernels
 from gpubp.backends.base import Backend
 
@@ -88,6 +89,8 @@ class NumpyBackend(Backend):
                 spare.append(array)
 
     def from_host(self, array: np.ndarray) -> np.ndarray:
+        if capture.current is not None:  # the same rule as on a GPU, where a graph cannot repeat it
+            capture.current.host_copy("a host array's copy into a tensor")
         return np.array(array, copy=True)
 
     def to_host(self, array: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""A minimal batch iterator: shuffles with a seed, moves each batch to the device once."""
+"""A minimal batch iterator: shuffles with a seed; on a GPU the data set stays on the device."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 
 import gpubp as gp
-from gpubp.tensor import Tensor
+from gpubp.backends import get_backend
+from gpubp.tensor import Tensor, _wrap
 
 
 class BatchLoader:
@@ -15,9 +16,10 @@ class BatchLoader:
 
     The order of epoch ``e`` is a function of ``(seed, e)`` alone, not of any
     generator's history, so a run resumed at epoch ``e`` (even mid-epoch, with
-    ``start``) sees exactly the batches an uninterrupted run would. Each batch is
-    gathered on the host and copied to the device in one transfer; the ops of
-    the model then run entirely on the device.
+    ``start``) sees exactly the batches an uninterrupted run would. On a GPU the
+    whole data set is copied to the device once (Fashion-MNIST's training split
+    is 188 MB in float32), each epoch's permutation once per epoch, and every
+    batch is gathered on the device from them: no transfer per batch.
 
     >>> loader = BatchLoader(x, y, 128, shuffle=True, seed=0, device="cpu")
     >>> for xb, yb in loader.batches(epoch=3): ...
@@ -48,6 +50,7 @@ class BatchLoader:
         self.drop_last = drop_last
         self.device = device
         self.epoch = 0
+        self._tensors: tuple[Tensor, Tensor] | None = None
 
     @property
     def samples(self) -> int:
@@ -65,12 +68,37 @@ class BatchLoader:
             return np.arange(len(self.x))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
 
-    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """The batches of epoch ``epoch``, from batch index ``start`` on."""
-        order = self.order(epoch)
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """The whole data set as tensors on the device (copied there once; on the
+        CPU the arrays themselves, contiguous)."""
+        if self._tensors is None:
+            if self.device == "cpu":
+                backend = get_backend("cpu")
+                self._tensors = (_wrap(np.ascontiguousarray(self.x), backend), _wrap(np.asarray(self.y), backend))
+            else:
+                self._tensors = (gp.tensor(self.x, device=self.device), gp.tensor(self.y, device=self.device))
+        return self._tensors
+
+    def index_batches(self, epoch: int = 0, start: int = 0) -> Iterator[Tensor]:
+        """The sample indices of each batch of epoch ``epoch`` from batch ``start`` on,
+        as int64 tensors on the device: slices of the epoch's permutation, which is
+        copied to the device once. Gather a batch with ``x[index]`` (see ``tensors``)."""
+        order = gp.tensor(self.order(epoch).astype(np.int64), device=self.device)
+        backend, data = order.backend, order.data
         for b in range(start, len(self)):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield gp.tensor(self.x[index], device=self.device), gp.tensor(self.y[index], device=self.device)
+            yield _wrap(data[b * self.batch_size : (b + 1) * self.batch_size], backend)
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of epoch ``epoch``, from batch index ``start`` on, as tensors on
+        the device: gathered there, or slices of the data set when not shuffling."""
+        x, y = self.tensors()
+        if not self.shuffle:
+            for b in range(start, len(self)):
+                rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                yield _wrap(x.data[rows], x.backend), _wrap(y.data[rows], y.backend)
+            return
+        for index in self.index_batches(epoch, start):
+            yield x[index], y[index]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of epoch ``self.epoch``; each ``iter()`` then moves on to the next epoch."""

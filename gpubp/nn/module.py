@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from gpubp import capture
 from gpubp.backends import get_backend
 from gpubp.grad_mode import no_grad
 from gpubp.tensor import Tensor, _wrap
@@ -59,6 +60,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if capture.current is not None:
+            capture.current.saw_module(self)  # a replay repeats this call in this mode only
         return self.forward(*args, **kwargs)
 
     # -- traversal ---------------------------------------------------------

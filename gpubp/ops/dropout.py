@@ -12,13 +12,13 @@ class Dropout(Function):
         self.p = p
 
     def forward(self, x: Any) -> Any:
-        mask = self.backend.dropout_mask(x.shape, self.p, x.dtype)
-        self.save(mask)
-        return x * mask
+        y, mask = self.backend.dropout_forward(x, self.p)
+        self.save(mask)  # the mask, or what the backend needs to draw it again
+        return y
 
     def backward(self, g: Any) -> Any:
         (mask,) = self.saved
-        return g * mask
+        return self.backend.dropout_backward(g, mask)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:

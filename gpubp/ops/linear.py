@@ -21,7 +21,7 @@ class Linear(Function):
             y = self.forward(x.reshape(-1, x.shape[-1]), weight, bias)
             self.save(x, weight, y)
             return y.reshape(*x.shape[:-1], weight.shape[0])
-        y = self.backend.bias_activation(x @ weight.T, bias, self.activation)
+        y = self.backend.bias_activation(self.backend.matmul(x, weight.T), bias, self.activation)
         self.save(x, weight, y)
         return y
 
@@ -31,18 +31,16 @@ class Linear(Function):
         if x.ndim != 2:
             x = x.reshape(-1, x.shape[-1])
             g = g.reshape(-1, weight.shape[0])
-        delta = self.backend.activation_backward(g, y, self.activation)
+        backend = self.backend
+        has_bias = len(needs) == 3
+        delta, bias_grad = backend.linear_delta(g, y, self.activation, has_bias and needs[2])
         grads = (
-            (delta @ weight).reshape(self.saved[0].shape) if needs[0] else None,
+            backend.matmul(delta, weight).reshape(self.saved[0].shape) if needs[0] else None,
             # ∂W into a recycled buffer when there is one: big weights' gradients are
             # then written where last step's were, as a hand-written backprop does.
-            self.backend.xp.matmul(delta.T, x, out=self.backend.empty(weight.shape, weight.dtype))
-            if needs[1]
-            else None,
+            backend.matmul(delta.T, x, out=backend.empty(weight.shape, weight.dtype)) if needs[1] else None,
         )
-        if len(needs) == 3:
-            return grads + (delta.sum(axis=0) if needs[2] else None,)
-        return grads
+        return grads + (bias_grad,) if has_bias else grads
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:

@@ -12,13 +12,16 @@ from gpubp.tensor import Function, Tensor
 class MatMul(Function):
     def forward(self, a: Any, b: Any) -> Any:
         self.save(a, b)
+        if a.ndim == 2 and b.ndim == 2:
+            return self.backend.matmul(a, b)
         return a @ b
 
     def backward(self, g: Any) -> tuple:
         a, b = self.saved
         need_a, need_b = self.needs_input_grad
         if a.ndim == 2 and b.ndim == 2:
-            return (g @ b.T if need_a else None, a.T @ g if need_b else None)
+            matmul = self.backend.matmul
+            return (matmul(g, b.T) if need_a else None, matmul(a.T, g) if need_b else None)
         # Promote 1-D operands to matrices as @ does, then undo it on the gradients.
         xp = self.backend.xp
         a2 = a[None, :] if a.ndim == 1 else a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gpubp import capture
 from gpubp.optim.optimizer import Optimizer
 from gpubp.tensor import Tensor, _wrap
 
@@ -28,31 +29,46 @@ class Adam(Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
     def step(self) -> None:
-        for group, p in self._params_with_grad():
-            state = self.state.get(p)
-            if state is None:
-                zeros = p.backend.xp.zeros_like
-                state = self.state[p] = {
-                    "step": 0,
-                    "exp_avg": _wrap(zeros(p.data), p.backend),
-                    "exp_avg_sq": _wrap(zeros(p.data), p.backend),
-                }
+        for backend, entries in self._entries_by_backend().items():
+            tensors = []
+            for p, _ in entries:
+                state = self.state.get(p)
+                if state is None:
+                    if capture.current is not None:
+                        capture.current.cannot_replay(
+                            f"{type(self).__name__}'s first step of a parameter (its state starts at zero once, "
+                            "not at every replay); run a step before capturing, as gp.jit's warm-up calls do"
+                        )
+                    zeros = backend.xp.zeros_like
+                    state = self.state[p] = {
+                        "step": 0,
+                        "exp_avg": _wrap(zeros(p.data), backend),
+                        "exp_avg_sq": _wrap(zeros(p.data), backend),
+                    }
+                tensors.append((p.data, p.grad.data, state["exp_avg"].data, state["exp_avg_sq"].data))
+            backend.adam_updates(tensors, lambda entries=entries: self._hypers(entries))
+            self._updated(entries)
+
+    def _hypers(self, entries: list[tuple[Tensor, dict]]) -> list[dict]:
+        """adam_update's keywords per parameter, advancing each step count: called
+        when the update is queued (at each replay of a captured step)."""
+        out = []
+        for p, group in entries:
+            state = self.state[p]
             state["step"] += 1
             beta1, beta2 = group["betas"]
-            p.backend.adam_update(
-                p.data,
-                p.grad.data,
-                state["exp_avg"].data,
-                state["exp_avg_sq"].data,
-                step=state["step"],
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                decoupled=self.decoupled,
+            out.append(
+                {
+                    "step": state["step"],
+                    "lr": group["lr"],
+                    "beta1": beta1,
+                    "beta2": beta2,
+                    "eps": group["eps"],
+                    "weight_decay": group["weight_decay"],
+                    "decoupled": self.decoupled,
+                }
             )
-            p.bump_version()  # backward through a graph that saved p must now fail
+        return out
 
 
 class AdamW(Adam):

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from gpubp import capture
+from gpubp.backends import Backend
 from gpubp.tensor import Tensor, _wrap
 
 
@@ -31,6 +33,11 @@ class Optimizer:
                     raise TypeError(f"{type(self).__name__}: every parameter must be a Tensor that requires grad")
             self.param_groups.append(group)
         self.state: dict[Tensor, dict[str, Any]] = {}
+        # Bumped whenever the state is replaced wholesale: a captured step holds the old buffers.
+        self._generation = 0
+        # Parameters whose state buffers exist but hold nothing yet (SGD's momentum
+        # buffer: its first step copies the gradient in, never reading it).
+        self._unfilled: set[Tensor] = set()
 
     def zero_grad(self) -> None:
         """Forgets every parameter's gradient (sets ``.grad`` to None)."""
@@ -46,6 +53,21 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     yield group, p
+
+    def _entries_by_backend(self) -> dict[Backend, list[tuple[Tensor, dict[str, Any]]]]:
+        """The (parameter, group) pairs to update, per device: each device's
+        parameters are updated together, in one fused launch per dtype on a GPU."""
+        entries: dict[Backend, list[tuple[Tensor, dict[str, Any]]]] = {}
+        for group, p in self._params_with_grad():
+            entries.setdefault(p.backend, []).append((p, group))
+        if capture.current is not None:
+            generation = self._generation
+            capture.current.guard(lambda: self._generation == generation)
+        return entries
+
+    def _updated(self, entries: list[tuple[Tensor, dict[str, Any]]]) -> None:
+        for p, _ in entries:
+            p.bump_version()  # backward through a graph that saved p must now fail
 
     # -- saving and loading --------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -70,6 +92,8 @@ class Optimizer:
         ):
             raise ValueError(f"{type(self).__name__}.load_state_dict: parameter groups do not match this optimizer")
         params = [p for g in self.param_groups for p in g["params"]]
+        self._generation += 1
+        self._unfilled.clear()
         for saved, group in zip(groups, self.param_groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
         self.state = {}

@@ -36,28 +36,35 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
 
     def step(self) -> None:
-        for group in self.param_groups:
-            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-            weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+        for backend, entries in self._entries_by_backend().items():
+            tensors = []
+            for p, group in entries:
                 state = self.state.get(p)
-                first_step = state is None
-                if first_step:
+                if state is None:
                     state = self.state[p] = {}
-                    if momentum:
-                        state["momentum_buffer"] = _wrap(p._backend.xp.empty_like(p.data), p._backend)
+                    if group["momentum"]:
+                        state["momentum_buffer"] = _wrap(backend.xp.empty_like(p.data), backend)
+                        self._unfilled.add(p)
                 buffer = state.get("momentum_buffer")
-                p._backend.sgd_update(
-                    p.data,
-                    p.grad.data,
-                    None if buffer is None else buffer.data,
-                    lr=lr,
-                    momentum=momentum,
-                    dampening=dampening,
-                    weight_decay=weight_decay,
-                    nesterov=nesterov,
-                    first_step=first_step,
-                )
-                p.bump_version()  # backward through a graph that saved p must now fail
+                tensors.append((p.data, p.grad.data, None if buffer is None else buffer.data))
+            backend.sgd_updates(tensors, lambda entries=entries: self._hypers(entries))
+            self._updated(entries)
+
+    def _hypers(self, entries: list[tuple[Tensor, dict]]) -> list[dict]:
+        """sgd_update's keywords per parameter, read from the groups when the update
+        is queued (at each replay of a captured step, so lr changes are honoured)."""
+        out = []
+        for p, group in entries:
+            first_step = p in self._unfilled
+            self._unfilled.discard(p)
+            out.append(
+                {
+                    "lr": group["lr"],
+                    "momentum": group["momentum"],
+                    "dampening": group["dampening"],
+                    "weight_decay": group["weight_decay"],
+                    "nesterov": group["nesterov"],
+                    "first_step": first_step,
+                }
+            )
+        return out

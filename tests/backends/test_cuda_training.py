@@ -86,19 +86,27 @@ def test_a_training_step_never_waits_for_the_device(optimizer, dropout):
 
 @pytest.mark.parametrize(("optimizer", "dropout"), [("sgd", 0.0), ("adam", 0.3)])
 def test_a_training_step_can_be_captured_into_a_cuda_graph(optimizer, dropout):
-    """Stream capture rejects every synchronisation and every synchronous copy to
-    the host (CuPy raises), so a step that captures has none."""
+    """Stream capture rejects every synchronisation, every synchronous copy to the
+    host and (in CuPy's wrapper) every cuBLAS call; gpubp's GEMMs go through its own
+    binding, so a whole step captures (tests/backends/test_cuda_jit.py replays it)."""
     step = make_step(optimizer, dropout)
-    stream = cupy.cuda.Stream(non_blocking=False)
-    with stream:
-        step()
-        stream.synchronize()  # warm up on this stream: its memory pool blocks, compiled kernels
-        stream.begin_capture()
+    step()
+    gp.cuda.synchronize()  # warm up: compile kernels, fill the memory pool, make the cuBLAS handle
+    backend = gp.backends.get_backend("cuda")
+    record = gp.capture.Capture("step")
+
+    def body(values):
+        record.device_values = values
+        gp.capture.current = record
         try:
-            step()
+            return step()
         finally:
-            graph = stream.end_capture()
-    assert graph is not None
+            gp.capture.current = None
+
+    graph, loss = backend.capture_graph(body)
+    assert graph.graph is not None and loss.shape == ()
+    graph.launch()
+    assert np.isfinite(loss.item())
 
 
 # -- devices never mix ------------------------------------------------------------------

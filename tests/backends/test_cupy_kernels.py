@@ -249,6 +249,65 @@ def test_adam_update_matches_twin(cb, ref, dtype, weight_decay, decoupled, n):
         close(v_gpu, v)
 
 
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_one_launch_updates_many_parameters_of_mixed_dtypes_and_sizes(cb, ref, kind):
+    """More tensors than one launch takes, three dtypes, sizes around the chunk size,
+    and a misaligned view: every parameter and buffer as its own twin update makes it."""
+    rng = np.random.default_rng(11)
+    chunk = gp.backends.kernel_catalog.MULTI_TENSOR_CHUNK
+    sizes = [1, 7, chunk - 1, chunk, chunk + 5, 3 * chunk + 17, 1000] * 3
+    dtypes = [DTYPES[i % 3] for i in range(len(sizes))]
+    cpu, gpu = [], []
+    for i, (n, dtype) in enumerate(zip(sizes, dtypes)):
+        p = rng.standard_normal(n).astype(dtype)
+        states = [rng.standard_normal(n).astype(dtype) for _ in range(1 if kind == "sgd" else 2)]
+        if kind == "adam":
+            states[1] = np.abs(states[1])  # exp_avg_sq >= 0
+        g = values(rng, (n,), dtype, nan=False)
+        cpu.append([p, g, *states])
+        move = misaligned if i == 4 else on_gpu
+        gpu.append([move(p), on_gpu(g), *(move(s) for s in states)])
+    if kind == "sgd":
+        hypers = [
+            {
+                "lr": 0.05,
+                "momentum": 0.9,
+                "dampening": 0.1,
+                "weight_decay": 1e-3,
+                "nesterov": False,
+                "first_step": False,
+            }
+        ] * len(sizes)
+        for (p, g, b), h in zip(cpu, hypers):
+            ref.sgd_update(p, g, b, **h)
+        cb.sgd_updates([tuple(t) for t in gpu], lambda: hypers)
+    else:
+        hypers = [
+            {"step": 3, "lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2, "decoupled": True}
+        ] * len(sizes)
+        for (p, g, m, v), h in zip(cpu, hypers):
+            ref.adam_update(p, g, m, v, **h)
+        cb.adam_updates([tuple(t) for t in gpu], lambda: hypers)
+    for got, want in zip(gpu, cpu):
+        for index in [0, *range(2, len(want))]:
+            close(got[index], want[index])
+
+
+def test_updates_call_hypers_once_per_update(cb):
+    calls = []
+    p = on_gpu(np.ones(5, np.float32))
+
+    def hypers():
+        calls.append(1)
+        return [
+            {"lr": 0.1, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False, "first_step": False}
+        ] * 40
+
+    cb.sgd_updates([(p, on_gpu(np.ones(5, np.float32)), None)] * 40, hypers)  # three launches of 16, 16 and 8
+    assert len(calls) == 1
+    np.testing.assert_allclose(cupy.asnumpy(p), 1 - 40 * 0.1, rtol=1e-6)
+
+
 def test_updates_of_misaligned_parameters_use_the_scalar_path(cb, ref):
     rng = np.random.default_rng(5)
     p = rng.standard_normal(1001).astype(np.float32)
@@ -258,6 +317,50 @@ def test_updates_of_misaligned_parameters_use_the_scalar_path(cb, ref):
     ref.sgd_update(p, g, None, **hyper)
     cb.sgd_update(p_gpu, misaligned(g), None, **hyper)
     close(p_gpu, p)
+
+
+# -- the layer's backward: δ and the bias gradient in one pass -------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 33), (64, 10), (65, 64), (1000, 257), (4099, 3)])
+def test_linear_delta_matches_twin(cb, ref, dtype, activation, shape):
+    rng = np.random.default_rng(zlib.crc32(repr((dtype, activation, shape)).encode()))
+    y = ref.bias_activation(values(rng, shape, dtype, nan=False), None, activation)
+    g = values(rng, shape, dtype, nan=False)
+    want_delta, want_bias = ref.linear_delta(g.copy(), y.copy(), activation, True)
+    delta, bias = cb.linear_delta(on_gpu(g), on_gpu(y), activation, True)
+    close(delta, want_delta)
+    # The kernel sums rows in its own order (chunks, then 8 lanes): rounding differs from NumPy's pairwise sum.
+    scale = np.abs(want_delta.astype(np.float64)).sum(axis=0) + 1e-30
+    err = np.abs(cupy.asnumpy(bias).astype(np.float64) - want_bias.astype(np.float64)) / scale
+    assert bias.dtype == dtype and np.all(err <= {np.float16: 2e-3, np.float32: 1e-5, np.float64: 1e-13}[dtype])
+
+
+def test_linear_delta_is_the_same_every_time(cb):
+    """The bias sum combines chunks in a fixed order: bit-identical across launches."""
+    rng = np.random.default_rng(3)
+    g = on_gpu(rng.standard_normal((3000, 300)).astype(np.float32))
+    y = on_gpu(1 / (1 + np.exp(-rng.standard_normal((3000, 300)))).astype(np.float32))
+    first = cupy.asnumpy(cb.linear_delta(g, y, "sigmoid", True)[1])
+    for _ in range(5):
+        assert np.array_equal(cupy.asnumpy(cb.linear_delta(g, y, "sigmoid", True)[1]), first)
+
+
+# -- the batch metrics ---------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 7, 300, 1000])
+def test_accumulate_metrics_matches_twin(cb, ref, dtype, rows):
+    rng = np.random.default_rng(rows)
+    logits = rng.integers(-3, 3, (rows, 10)).astype(dtype)  # many ties: the first maximum counts
+    if rows > 4:
+        logits[2, 5] = np.nan  # NumPy's argmax takes the NaN
+    labels = rng.integers(0, 10, rows)
+    loss = np.asarray(1.25, dtype=dtype)
+    want = np.array([3.0, 4.0])
+    ref.accumulate_metrics(want, logits, labels, loss)
+    got = on_gpu(np.array([3.0, 4.0]))
+    cb.accumulate_metrics(got, on_gpu(logits), on_gpu(labels), on_gpu(loss))
+    np.testing.assert_array_equal(cupy.asnumpy(got), want)
 
 
 # -- random.cu -------------------------------------------------------------------------
@@ -293,6 +396,19 @@ def test_dropout_mask_is_the_philox_twin_bit_for_bit(cb, dtype, p):
     assert abs((got > 0).mean() - (1 - p)) < 0.05
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_draws_the_same_mask_forward_and_backward_as_the_twin(cb, dtype, p):
+    cb.manual_seed(21)
+    x = values(np.random.default_rng(1), (257, 9), dtype, nan=False)
+    g = values(np.random.default_rng(2), (257, 9), dtype, nan=False)
+    y, draw = cb.dropout_forward(on_gpu(x), p)
+    mask = philox.dropout_mask(x.size, 21, 0, p, dtype).reshape(x.shape)
+    assert np.array_equal(cupy.asnumpy(y), x * mask)  # one rounding each
+    assert np.array_equal(cupy.asnumpy(cb.dropout_backward(on_gpu(g), draw)), g * mask)
+    assert cb.get_rng_state()["offset"] == 1  # one draw for both passes
+
+
 def test_dropout_mask_with_p_one_drops_everything(cb):
     assert not cupy.asnumpy(cb.dropout_mask((10,), 1.0, np.dtype(np.float32))).any()
 
@@ -309,11 +425,12 @@ def test_rng_state_is_json_and_replays(cb):
 
 
 # -- loading and caching -----------------------------------------------------------------
-def test_modules_are_built_once_per_device(cb):
+def test_modules_are_built_once_per_device_and_dtype(cb):
     cb.sigmoid(cupy.zeros(10, dtype=cupy.float32))
-    module = cb._modules["activation"]
-    cb.tanh(cupy.zeros(10, dtype=cupy.float64))
-    assert cb._modules["activation"] is module
+    module = cb._modules["activation", "float32"].result()
+    cb.tanh(cupy.zeros(10, dtype=cupy.float32))
+    assert cb._modules["activation", "float32"].result() is module
+    assert set(cb._modules) == set(gp.backends.kernel_catalog.modules())
 
 
 def test_cupy_cache_dir_is_respected(tmp_path):

@@ -42,19 +42,73 @@ def test_name_expressions_spell_the_template_arguments():
     assert catalog.bias_act_fwd("float16", None, 1) == "bias_act_fwd<half_t, 0, 1>"
     assert catalog.act_bwd("float64", "relu", 2) == "act_bwd<double, 3, 2>"
     assert catalog.softmax_xent_fwd("float32", "int64") == "softmax_xent_fwd<float, long long>"
-    assert catalog.sgd_update("float16", 8) == "sgd_update<half_t, 8>"
+    assert catalog.sgd_multi("float16") == "sgd_multi<half_t>"
+    assert catalog.adam_multi("float32") == "adam_multi<float>"
+    assert catalog.act_bwd_bias("float32", None) == "act_bwd_bias<float, 0>"
+    assert catalog.accumulate_metrics("float64", "int32") == "accumulate_metrics<double, int>"
     assert catalog.dropout_mask("float64") == "dropout_mask<double>"
+    assert catalog.write_words() == f"write_words<{catalog.REPLAY_WORDS}>"
 
 
 def test_name_expressions_cover_every_dtype_and_are_unique():
     for family in catalog.FAMILIES:
         names = catalog.name_expressions(family)
         assert len(names) == len(set(names))
+        if family == "graph":
+            continue  # no dtype: it copies 8-byte words
         for ctype in catalog.FLOAT_TYPES.values():
             assert any(f"<{ctype}" in n for n in names), (family, ctype)
-    # 3 dtypes x (4 forward activations x 2 widths + 3 backward x 2 widths)
-    assert len(catalog.name_expressions("activation")) == 3 * (8 + 6)
-    assert len(catalog.name_expressions("softmax_xent")) == 3 * 2 * 2
+    # 3 dtypes x (4 forward activations x 2 widths + 3 backward x 2 widths + 4 fused bias gradients)
+    assert len(catalog.name_expressions("activation")) == 3 * (8 + 6 + 4)
+    # 3 dtypes x 2 label types x (forward, backward, metrics)
+    assert len(catalog.name_expressions("softmax_xent")) == 3 * 2 * 3
+
+
+def test_modules_split_each_family_by_dtype_and_cover_every_kernel():
+    modules = catalog.modules()
+    assert sorted(name for names in modules.values() for name in names) == sorted(
+        name for family in catalog.FAMILIES for name in catalog.name_expressions(family)
+    )
+    for (family, dtype), names in modules.items():
+        assert all(catalog.dtype_of(name) == dtype for name in names)
+        assert set(names) <= set(catalog.name_expressions(family))
+    assert ("activation", "float32") in modules and ("graph", None) in modules
+
+
+def test_dtype_of_reads_the_first_template_argument():
+    assert catalog.dtype_of("bias_act_fwd<half_t, 1, 8>") == "float16"
+    assert catalog.dtype_of("softmax_xent_fwd<double, long long>") == "float64"
+    assert catalog.dtype_of("write_words<480>") is None
+
+
+def test_tensor_table_fields_follow_each_other_without_gaps():
+    c = catalog
+    assert c.TABLE_CHUNK_BEGIN == 1 and c.TABLE_SIZE == 1 + c.MULTI_TENSOR_MAX + 1
+    assert c.TABLE_SCALARS == c.TABLE_REPLAY_SCALARS + 1
+    assert c.TABLE_WORDS * 8 < 4096  # a kernel's arguments stay under CUDA's 4 KB
+
+
+def test_chunk_begins_count_whole_chunks():
+    chunk = catalog.MULTI_TENSOR_CHUNK
+    assert catalog.chunk_begins([1, chunk, chunk + 1, 0]) == [0, 1, 2, 4, 4]
+    assert catalog.chunk_begins([]) == [0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "sms"), [(128, 256, 132), (4096, 4096, 132), (1, 10, 132), (0, 5, 132), (60000, 10, 4), (7, 1, 1)]
+)
+def test_bias_grad_grid_covers_every_row_once(rows, cols, sms):
+    tiles, chunks, per_chunk = catalog.bias_grad_grid(rows, cols, sms)
+    assert tiles * catalog.BIAS_TILE >= cols > (tiles - 1) * catalog.BIAS_TILE
+    assert chunks * per_chunk >= rows and (chunks - 1) * per_chunk < max(rows, 1)
+    assert 1 <= chunks <= 65535
+    if rows <= catalog.BIAS_ROWS_PER_BLOCK_MIN:
+        assert chunks == 1  # small batches: no partial sums
+
+
+def test_bias_grad_grid_rejects_more_columns_than_tickets():
+    with pytest.raises(ValueError, match="columns"):
+        catalog.bias_grad_grid(4, catalog.TICKETS * catalog.BIAS_TILE + 1, 132)
 
 
 def test_vector_width_is_sixteen_bytes():
