@@ -478,10 +478,12 @@ def summary(results: dict[str, Any]) -> list[str]:
 
 
 def _commit() -> str:
+    # A copy of the tree sent to a GPU machine may carry a stale .git: the caller's word wins.
+    given = os.environ.get("GPUBP_COMMIT")
+    if given:
+        return given
     found = _run(["git", "rev-parse", "HEAD"], cwd=ROOT)
-    if found and len(found) == 40:
-        return found
-    return os.environ.get("GPUBP_COMMIT", "unknown")
+    return found if found and len(found) == 40 else "unknown"
 
 
 def _run(command: list[str], cwd: Path | None = None) -> str | None:

@@ -209,7 +209,7 @@ class Tensor:
                     f"backward() without a gradient needs a one-element tensor; this one has shape {self.shape}. "
                     "Pass grad= of the same shape, or reduce first (e.g. .sum())."
                 )
-            seed = self._backend.xp.ones(self.data.shape, dtype=self.data.dtype)
+            seed = self._backend.one(self.data.shape, self.data.dtype)
         else:
             seed = _gradient_array(grad, self)
         backward(self, seed, retain_graph)

@@ -101,6 +101,20 @@ class Backend:
         """An uninitialised array for an op's output (may be a recycled one)."""
         return self.xp.empty(shape, dtype=dtype)
 
+    def one(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        """An array of ones, the seed of ``backward()`` on a one-element tensor. The
+        0-d one is made once per dtype and shared (no op changes the gradient it
+        is given in place, and the tape copies a seed before a leaf keeps it), so
+        the usual ``loss.backward()`` launches nothing for its seed."""
+        if shape:
+            return self.xp.ones(shape, dtype=dtype)
+        ones = self.__dict__.setdefault("_shared_ones", {})
+        one = ones.get(dtype)
+        if one is None:
+            self.activate()
+            one = ones[dtype] = self.xp.ones((), dtype=dtype)
+        return one
+
     def recycle(self, array: Any) -> None:
         """Takes back an array nothing else references, for ``empty`` to hand out
         again. A no-op here: CuPy's memory pool already reuses device memory."""

@@ -8,7 +8,12 @@ side stream instead of executed:
   it during a capture is not allowed);
 - allocations come from a memory pool of the graph's own, so no buffer the
   graph writes on replay is ever handed to other work (CuPy's pool would reuse
-  a buffer freed during the capture while the graph still writes there);
+  a buffer freed during the capture while the graph still writes there), and
+  none is reused within the capture either: every block stays the graph's
+  until the graph goes. Reuse would let a temporary share memory with state
+  that lives from one replay to the next (a momentum buffer made in the
+  capture, the replay values), and the temporary's kernel, earlier in the
+  graph, would overwrite that state at every replay;
 - values that change between replays live in ``ReplayValues``: device words
   the host rewrites before every replay with one small launch.
 
@@ -44,6 +49,7 @@ class ReplayValues:
         # as doubles, and as the one by-value kernel argument write_words takes.
         self._blocks: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray]] = []
         self._fills: list[tuple[np.ndarray, slice, Callable[[], Sequence[float | int]]]] = []
+        self._written: list[np.ndarray | None] = []  # what each device block holds (None: nothing yet)
         self._kernel = catalog.write_words()
 
     def reserve(self, count: int, compute: Callable[[], Sequence[float | int]], floats: bool) -> int:
@@ -53,6 +59,7 @@ class ReplayValues:
             device = cupy.empty(catalog.REPLAY_WORDS, dtype=np.uint64)
             host = np.zeros(1 + catalog.REPLAY_WORDS, dtype=np.uint64)
             self._blocks.append((device, host, host.view(np.float64), host.view(np.dtype((np.void, host.nbytes)))))
+            self._written.append(None)
         device, host, host_doubles, _ = self._blocks[-1]
         offset = int(host[0])
         host[0] = offset + count
@@ -60,19 +67,23 @@ class ReplayValues:
         return device.data.ptr + 8 * offset
 
     def refresh(self) -> None:
-        """Computes every value on the host and queues the writes on the current stream."""
+        """Computes every value on the host and queues the writes on the current
+        stream (none for a block whose values are those the device already holds)."""
         for words, where, compute in self._fills:
             words[where] = compute()
-        for device, host, _, argument in self._blocks:
+        for i, (device, host, _, argument) in enumerate(self._blocks):
+            if self._written[i] is not None and np.array_equal(self._written[i], host):
+                continue
             self._backend.launch("graph", self._kernel, int(host[0]), (device, argument))
+            self._written[i] = host.copy()
 
 
 class CudaGraph:
     """One captured call: the graph, its private memory pool and its replay values."""
 
-    def __init__(self, graph: Any, pool: Any, values: ReplayValues) -> None:
+    def __init__(self, graph: Any, memory: Any, values: ReplayValues) -> None:
         self.graph = graph
-        self.pool = pool
+        self.memory = memory  # the private pool and every block the capture allocated
         self.values = values
 
     @classmethod
@@ -81,11 +92,18 @@ class CudaGraph:
         Nothing runs: the caller launches the graph to execute the captured work."""
         backend.activate()
         pool = cupy.cuda.MemoryPool()
+        blocks: list[Any] = []
+
+        def allocate(size: int) -> Any:
+            memory = pool.malloc(size)
+            blocks.append(memory)  # held until the graph goes: never reused, even when its array is freed
+            return memory
+
         values = ReplayValues(backend)
         origin = cupy.cuda.get_current_stream()
         side = cupy.cuda.Stream(non_blocking=True)
         side.wait_event(origin.record())
-        with cupy.cuda.using_allocator(pool.malloc), side:
+        with cupy.cuda.using_allocator(allocate), side:
             backend.cublas.bind_stream(side.ptr)
             side.begin_capture()
             try:
@@ -97,7 +115,7 @@ class CudaGraph:
                 raise
             graph = side.end_capture()
         origin.wait_event(side.record())
-        return cls(graph, pool, values), result
+        return cls(graph, (pool, blocks), values), result
 
     def launch(self) -> None:
         """Writes this replay's values, then replays the graph, on the current stream."""

@@ -33,15 +33,34 @@ def _on_gpu_like(view: np.ndarray, dtype) -> cupy.ndarray:
     return cupy.lib.stride_tricks.as_strided(flat[offset:], shape=view.shape, strides=strides)
 
 
+# The layouts the engine's ops produce (Linear forward and backward, MatMul): CuPy
+# makes the same cuBLAS call for them. For sliced views CuPy copies first where
+# the binding reads them in place (or copies to another order), so cuBLAS may
+# take another kernel there: equal to rounding, not bit for bit.
+ENGINE_LAYOUTS = [
+    "contiguous",
+    "x @ w.T (Linear forward)",
+    "delta.T @ x (weight gradient)",
+    "delta @ w (input gradient)",
+    "both transposed",
+]
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("name", list(_arrays()))
-def test_every_layout_gives_cupys_product_bit_for_bit(backend, dtype, name):
+def test_every_layout_gives_cupys_product(backend, dtype, name):
     a, b = _arrays()[name]
     a_gpu, b_gpu = _on_gpu_like(a, dtype), _on_gpu_like(b, dtype)
     got = backend.matmul(a_gpu, b_gpu)
     want = cupy.matmul(a_gpu, b_gpu)
     assert got.dtype == want.dtype and got.shape == want.shape and got.flags.c_contiguous
-    assert np.array_equal(cupy.asnumpy(got), cupy.asnumpy(want))
+    if name in ENGINE_LAYOUTS:
+        assert np.array_equal(cupy.asnumpy(got), cupy.asnumpy(want))
+    else:
+        exact = a.astype(dtype).astype(np.float64) @ b.astype(dtype).astype(np.float64)
+        tolerance = {np.float16: 2e-3, np.float32: 1e-6, np.float64: 1e-14}[dtype]
+        scale = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))
+        assert np.all(np.abs(cupy.asnumpy(got).astype(np.float64) - exact) <= tolerance * scale + 1e-30)
 
 
 @pytest.mark.parametrize(("m", "k", "n"), [(128, 784, 256), (256, 1024, 1024), (4096, 512, 10), (3, 0, 4)])

@@ -295,7 +295,7 @@ def test_one_launch_updates_many_parameters_of_mixed_dtypes_and_sizes(cb, ref, k
 
 def test_updates_call_hypers_once_per_update(cb):
     calls = []
-    p = on_gpu(np.ones(5, np.float32))
+    params = [on_gpu(np.ones(5, np.float32)) for _ in range(40)]
 
     def hypers():
         calls.append(1)
@@ -303,9 +303,11 @@ def test_updates_call_hypers_once_per_update(cb):
             {"lr": 0.1, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False, "first_step": False}
         ] * 40
 
-    cb.sgd_updates([(p, on_gpu(np.ones(5, np.float32)), None)] * 40, hypers)  # three launches of 16, 16 and 8
+    grads = [on_gpu(np.full(5, i, np.float32)) for i in range(40)]
+    cb.sgd_updates([(p, g, None) for p, g in zip(params, grads)], hypers)  # launches of 16, 16 and 8
     assert len(calls) == 1
-    np.testing.assert_allclose(cupy.asnumpy(p), 1 - 40 * 0.1, rtol=1e-6)
+    for i, p in enumerate(params):
+        np.testing.assert_allclose(cupy.asnumpy(p), np.float32(1) - np.float32(0.1) * np.float32(i), rtol=1e-6)
 
 
 def test_updates_of_misaligned_parameters_use_the_scalar_path(cb, ref):
