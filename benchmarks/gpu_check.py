@@ -355,43 +355,55 @@ def _brief(entry: dict[str, Any]) -> str:
 
 
 def jit_steps(gpu: bool, quick: bool) -> dict[str, Any]:
-    """Each net of benchmarks/step_nets.py four ways, in one run: gpubp eager and
-    jit, PyTorch eager and whole-step CUDA graph (the latter two need PyTorch)."""
-    from benchmarks.gpubp_steps import build_gpubp_step
-    from benchmarks.gpubp_steps import time_steps as gpubp_time
+    """Each net of benchmarks/step_nets.py four ways, timed side by side in
+    interleaved rounds: gpubp eager and jit, PyTorch eager and its whole-step
+    CUDA graph (PyTorch's are left out where it is not installed)."""
     from benchmarks.step_nets import STEP_NETS
+    from benchmarks.timing import time_interleaved
 
     device = "cuda" if gpu else "cpu"
-    warmup, blocks, block = (10, 3, 10) if quick or not gpu else (20, 15, 20)
+    warmup, rounds, block = (10, 4, 10) if quick else (20, 25, 20)
     if not gpu:
-        warmup, blocks, block = 2, 2, 2
+        warmup, rounds, block = 2, 2, 2
     results: dict[str, Any] = {}
     for net in STEP_NETS:
         entry: dict[str, Any] = {"name": net.name}
-        contenders = {
-            "gpubp_eager": lambda net=net: gpubp_time(
-                build_gpubp_step(net, device, False), warmup, blocks, device, block
-            ),
-            "gpubp_jit": lambda net=net: gpubp_time(build_gpubp_step(net, device, True), warmup, blocks, device, block),
-            "torch_eager": lambda net=net: _torch_step_time(net, device, False, warmup, blocks, block),
-        }
-        if gpu:
-            contenders["torch_graph"] = lambda net=net: _torch_step_time(net, device, True, warmup, blocks, block)
-        for name, run in contenders.items():
+        steps: dict[str, Any] = {}
+        for name, build in _contenders(net, device, gpu).items():
             try:
-                entry[name] = run()
+                steps[name] = build()
             except Exception:
                 entry[name] = {"error": traceback.format_exc()}
+        try:
+            entry.update(time_interleaved(steps, warmup, rounds, block))
+        except Exception:
+            entry["error"] = traceback.format_exc()
         _derive_jit(entry)
         results[net.key] = entry
-        log(f"  {net.name}: " + ", ".join(f"{k} {_ms(entry, k)}" for k in contenders))
+        log(f"  {net.name}: " + ", ".join(f"{k} {_ms(entry, k)}" for k in steps))
     return results
 
 
-def _torch_step_time(net: Any, device: str, graph: bool, warmup: int, blocks: int, block: int) -> dict[str, Any]:
-    from benchmarks.torch_steps import build_torch_step, time_steps
+def _contenders(net: Any, device: str, gpu: bool) -> dict[str, Callable[[], Any]]:
+    """name -> a function building (step, events) for ``time_interleaved``."""
+    from benchmarks.gpubp_steps import build_gpubp_step
+    from benchmarks.timing import cupy_events, torch_events
 
-    return time_steps(build_torch_step(net, device, graph), warmup, blocks, device, block)
+    cupy_clock = cupy_events() if gpu else None
+    contenders: dict[str, Callable[[], Any]] = {
+        "gpubp_eager": lambda: (build_gpubp_step(net, device, False), cupy_clock),
+        "gpubp_jit": lambda: (build_gpubp_step(net, device, True), cupy_clock),
+    }
+    try:
+        from benchmarks.torch_steps import build_torch_step
+
+        torch_clock = torch_events() if gpu else None
+        contenders["torch_eager"] = lambda: (build_torch_step(net, device, False), torch_clock)
+        if gpu:
+            contenders["torch_graph"] = lambda: (build_torch_step(net, device, True), torch_clock)
+    except ImportError:  # no PyTorch: gpubp alone
+        pass
+    return contenders
 
 
 def _ms(entry: dict[str, Any], name: str) -> str:

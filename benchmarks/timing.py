@@ -82,3 +82,23 @@ def time_blocks(
         "blocks": n_repeat,
         "steps_per_block": block,
     }
+
+
+def time_interleaved(
+    steps: dict[str, tuple[Callable[[], Any], Events | None]], n_warmup: int = 20, rounds: int = 15, block: int = 20
+) -> dict[str, dict[str, float]]:
+    """Several contenders timed side by side: after ``n_warmup`` steps each, every
+    round times one block of ``block`` steps of each contender in turn, so a
+    slower or busier stretch of the machine falls on all of them alike. Per
+    contender: the median, min and max over the rounds of block time ÷ block."""
+    for step, _ in steps.values():
+        for _ in range(n_warmup):
+            step()
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, (step, events) in steps.items():
+            samples[name].append(time_blocks(step, 0, 1, block, events)["median_ms"])
+    return {
+        name: {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "rounds": rounds}
+        for name, times in samples.items()
+    }

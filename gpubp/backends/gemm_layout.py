@@ -15,6 +15,7 @@ NumPy (tests/backends/test_gemm_layout.py emulates the column-major call).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 OP_N = 0  # CUBLAS_OP_N
@@ -71,6 +72,7 @@ def _copied(cols: int) -> Operand:
     return Operand(OP_N, max(cols, 1), copy=True)
 
 
+@functools.lru_cache(maxsize=4096)  # a training step asks for the same few layouts every time
 def gemm_call(
     a_shape: tuple[int, int],
     a_strides: tuple[int, int],
