@@ -366,8 +366,8 @@ class Run:
         )
         test_loader = BatchLoader(test_x, self.dataset.y_test, EVAL_BATCH, device=self.device)
         total_steps = cfg.epochs * len(loader)
-        # Running sums of the epoch (loss · samples, correct), on the device.
-        totals = gp.zeros(2, dtype=gp.float64, device=self.device)
+        # Running sums of the epoch on the device (Backend.accumulate_metrics says which).
+        totals = gp.zeros(get_backend(self.device).METRICS, dtype=gp.float64, device=self.device)
         step = _training_step(self.model, self.optimizer, *loader.tensors(), totals)
         use_jit = self.device != "cpu" if jit is None else jit
         if use_jit:
@@ -377,7 +377,8 @@ class Run:
         while self.epoch < cfg.epochs:
             started = time.perf_counter()
             progress = self.progress
-            totals.copy_(gp.tensor([progress.loss_sum, progress.correct], dtype=gp.float64, device=self.device))
+            resumed = [progress.loss_sum, progress.correct, 0.0, 0.0]
+            totals.copy_(gp.tensor(resumed, dtype=gp.float64, device=self.device))
             seen = progress.seen
             shown = bar(self.epoch, loader.samples, seen) if bar else Bar()
             shown_at = started
@@ -400,14 +401,14 @@ class Run:
                     else:
                         shown.update(n)
                     if should_stop():
-                        loss_sum, correct = totals.numpy()
+                        loss_sum, correct = totals.numpy()[:2]
                         self.progress = _EpochProgress(
                             float(loss_sum), int(correct), seen, progress.seconds + time.perf_counter() - started
                         )
                         self.rng = _rng_states(self.device)
                         self.save()
                         raise TrainingInterrupted(self.checkpoint_path, self.epoch, self.batch)
-                loss_sum, correct = totals.numpy()  # waits for the epoch's last step
+                loss_sum, correct = totals.numpy()[:2]  # waits for the epoch's last step
             finally:
                 shown.close()
 

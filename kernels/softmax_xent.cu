@@ -139,10 +139,13 @@ __global__ void softmax_xent_bwd(const T* probs, const L* labels, const T* g, T*
     }
 }
 
-// The running metrics of a training batch: totals[0] += loss * rows and
-// totals[1] += the number of rows whose highest logit is at the label (the
-// first maximum, NumPy's argmax; a NaN counts as the maximum, as there). One
-// block; totals are doubles (exact counts up to 2^53).
+// The running metrics of a training batch, summed on the device (doubles; exact
+// counts up to 2^53): totals[0] += loss * rows; totals[1] += the rows whose
+// highest logit is at the label (the first maximum, NumPy's argmax; a NaN
+// counts as the maximum, as there); totals[2] += 1 (batches); and totals[3],
+// while 0, becomes the 1-based number of the first batch whose loss is not
+// finite, so the host learns which batch went wrong when it next reads the
+// totals instead of after every step. One block.
 template <typename T, typename L>
 __global__ void accumulate_metrics(const T* logits, const L* labels, const T* loss, double* totals, long long rows,
                                    int classes) {
@@ -163,7 +166,10 @@ __global__ void accumulate_metrics(const T* logits, const L* labels, const T* lo
     }
     correct = block_sum(correct);
     if (threadIdx.x == 0) {
-        totals[0] += (double)Num<T>::load(loss[0]) * (double)rows;
+        const double value = (double)Num<T>::load(loss[0]);
+        totals[0] += value * (double)rows;
         totals[1] += correct;
+        totals[2] += 1.0;
+        if (!(value - value == 0.0) && totals[3] == 0.0) totals[3] = totals[2];  // NaN or ±inf
     }
 }

@@ -272,12 +272,23 @@ class Backend:
         grad[self.xp.arange(probs.shape[0]), labels] -= scale
         return grad
 
+    METRICS = 4  # loss · samples, correct, batches, first non-finite batch (1-based; 0: none)
+
     def accumulate_metrics(self, totals: Any, logits: Any, labels: Any, loss: Any) -> None:
-        """A training batch's running metrics, in place on the device: totals[0] +=
-        loss · rows and totals[1] += the rows whose argmax is the label (totals float64)."""
+        """A training batch's running metrics, in place on the device (totals: float64,
+        ``METRICS`` long): totals[0] += loss · rows, totals[1] += the rows whose argmax
+        is the label, totals[2] += 1, and totals[3], while 0, becomes totals[2] when the
+        loss is not finite (so reading the totals says which batch went wrong)."""
         rows = logits.shape[0]
-        totals[0] += loss.astype(np.float64) * rows
+        value = loss.astype(np.float64)
+        totals[0] += value * rows
         totals[1] += (logits.argmax(axis=1) == labels).sum()
+        totals[2] += 1
+        if self.xp is np:
+            if not np.isfinite(value) and totals[3] == 0:
+                totals[3] = totals[2]
+        else:  # no host read: a device-side select
+            totals[3] = self.xp.where((totals[3] == 0) & ~self.xp.isfinite(value), totals[2], totals[3])
 
     # -- dropout -----------------------------------------------------------
     def dropout_mask(self, shape: tuple[int, ...], p: float, dtype: np.dtype) -> Any:

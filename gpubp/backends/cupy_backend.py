@@ -422,6 +422,7 @@ class CupyBackend(Backend):
             or labels.dtype.kind not in "iu"
             or loss.dtype != logits.dtype
             or totals.dtype != np.float64
+            or totals.shape != (self.METRICS,)
             or not totals.flags.c_contiguous
             or 0 in logits.shape
         ):

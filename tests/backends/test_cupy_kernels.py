@@ -357,12 +357,14 @@ def test_accumulate_metrics_matches_twin(cb, ref, dtype, rows):
     if rows > 4:
         logits[2, 5] = np.nan  # NumPy's argmax takes the NaN
     labels = rng.integers(0, 10, rows)
-    loss = np.asarray(1.25, dtype=dtype)
-    want = np.array([3.0, 4.0])
-    ref.accumulate_metrics(want, logits, labels, loss)
-    got = on_gpu(np.array([3.0, 4.0]))
-    cb.accumulate_metrics(got, on_gpu(logits), on_gpu(labels), on_gpu(loss))
+    want = np.array([3.0, 4.0, 0.0, 0.0])
+    got = on_gpu(want)
+    for value in (1.25, np.inf, 2.0, np.nan):  # the first non-finite loss is batch 2
+        loss = np.asarray(value, dtype=dtype)
+        ref.accumulate_metrics(want, logits, labels, loss)
+        cb.accumulate_metrics(got, on_gpu(logits), on_gpu(labels), on_gpu(loss))
     np.testing.assert_array_equal(cupy.asnumpy(got), want)
+    assert want[2] == 4 and want[3] == 2
 
 
 # -- random.cu -------------------------------------------------------------------------
