@@ -27,7 +27,7 @@ CASES = [
 ]
 
 
-test_forward, test_gradient = op_tests(CASES)
+test_forward, test_gradient, test_against_torch = op_tests(CASES)
 
 
 @pytest.mark.parametrize("fn", [gp.sigmoid, gp.tanh, gp.softmax, gp.log_softmax], ids=lambda f: f.__name__)

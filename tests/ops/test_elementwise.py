@@ -19,11 +19,11 @@ CASES = [
     OpCase("pow_int", lambda a: a**3, lambda a: a**3, [normal(3, 3)]),
     OpCase("pow_fractional", lambda a: a**1.5, lambda a: a**1.5, [positive(4)]),
     OpCase("pow_tensor_exponent", lambda a, b: a**b, np.power, [positive(3, 2), normal(3, 2)]),
-    OpCase("rpow_scalar_base", lambda a: 2**a, lambda a: 2**a, [normal(5)]),
-    OpCase("neg", lambda a: -a, np.negative, [normal(3, 4)]),
-    OpCase("exp", lambda a: a.exp(), np.exp, [normal(3, 4)]),
-    OpCase("log", lambda a: a.log(), np.log, [positive(3, 4)]),
-    OpCase("used_twice", lambda a: a * a + a, lambda a: a * a + a, [normal(4)]),
+    OpCase("rpow_scalar_base", lambda a: 2**a, lambda a: 2**a, [normal(5)], torch=lambda a: 2**a),
+    OpCase("neg", lambda a: -a, np.negative, [normal(3, 4)], torch=lambda a: -a),
+    OpCase("exp", lambda a: a.exp(), np.exp, [normal(3, 4)], torch=lambda a: a.exp()),
+    OpCase("log", lambda a: a.log(), np.log, [positive(3, 4)], torch=lambda a: a.log()),
+    OpCase("used_twice", lambda a: a * a + a, lambda a: a * a + a, [normal(4)], torch=lambda a: a * a + a),
     OpCase(
         "chain",
         lambda a, b: ((a * b).exp() + 1).log() / b,
@@ -33,7 +33,7 @@ CASES = [
 ]
 
 
-test_forward, test_gradient = op_tests(CASES)
+test_forward, test_gradient, test_against_torch = op_tests(CASES)
 
 
 def test_mixed_dtypes_raise_instead_of_promoting() -> None:

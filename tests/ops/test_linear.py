@@ -27,7 +27,7 @@ def case(activation: str | None, bias: bool = True, x_shape: tuple = (5, 3)) -> 
 CASES = [case(a) for a in ACTIVATIONS] + [case("sigmoid", bias=False), case("tanh", x_shape=(2, 5, 3))]
 
 
-test_forward, test_gradient = op_tests(CASES)
+test_forward, test_gradient, test_against_torch = op_tests(CASES)
 
 
 def test_fused_equals_unfused_for_sequential() -> None:

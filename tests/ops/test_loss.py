@@ -44,7 +44,7 @@ CASES = [
 ]
 
 
-test_forward, test_gradient = op_tests(CASES)
+test_forward, test_gradient, test_against_torch = op_tests(CASES)
 
 
 def test_cross_entropy_gradient_is_softmax_minus_onehot_over_n() -> None:

@@ -14,7 +14,7 @@ CASES = [
 ]
 
 
-test_forward, test_gradient = op_tests(CASES)
+test_forward, test_gradient, test_against_torch = op_tests(CASES)
 
 
 def test_shape_mismatch_names_both_shapes() -> None:

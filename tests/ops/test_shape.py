@@ -16,7 +16,7 @@ CASES = [
 ]
 
 
-test_forward, test_gradient = op_tests(CASES)
+test_forward, test_gradient, test_against_torch = op_tests(CASES)
 
 
 def test_bad_reshape_names_op() -> None:
