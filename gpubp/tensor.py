@@ -6,12 +6,16 @@ The nodes form the tape: ``loss.backward()`` orders them topologically
 (iteratively, so a 5000-op chain is fine), calls each node's ``backward`` once
 with the sum of the gradients from all its consumers, and accumulates the
 results into the leaves' ``.grad``.
+
+In-place changes (``+=``, ``x[i] = v``, ``copy_``) of tensors in the graph are
+recorded, as PyTorch records them (``gpubp/ops/inplace.py``).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,17 +27,26 @@ from gpubp.backends import Backend
 # if it is unchanged at backward, no saved array can have changed and the
 # per-input version check is skipped (the common case in training).
 _inplace_epoch = 0
+# The count at the last in-place change that was recorded on the tape. Only nodes
+# older than it can need ``inplace.resolve`` at backward; -1: none ever was.
+_last_recorded_inplace = -1
+# Set once a hook or retain_grad exists: until then backward does not look for them.
+_hooks_in_use = False
+
+Axis = int | Sequence[int] | None
 
 
 def _wrap(data: Any, backend: Backend, requires_grad: bool = False) -> Tensor:
     """Fast internal constructor: no copies, no checks."""
-    t = Tensor.__new__(Tensor)
+    t = object.__new__(Tensor)
     t.data = data
     t._backend = backend
     t._requires_grad = requires_grad
     t.grad = None
     t._node = None
     t._version = [0]
+    t._view = None
+    t._hooks = None
     return t
 
 
@@ -44,9 +57,19 @@ class Tensor:
     ``Tensor(...)`` takes the same arguments.
     """
 
-    __slots__ = ("data", "grad", "_requires_grad", "_backend", "_node", "_version", "__weakref__")
+    # _view: (base, the view ops from it) for a view of another tensor's memory;
+    # _hooks: a leaf's gradient hooks (a non-leaf's live on its node).
+    __slots__ = ("data", "grad", "_requires_grad", "_backend", "_node", "_version", "_view", "_hooks", "__weakref__")
     # Makes NumPy defer to our reflected operators: ndarray * Tensor -> Tensor.__rmul__.
     __array_ufunc__ = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Tensor:
+        # The slots added since a subclass's __init__ was written (nn.Parameter sets
+        # its own) start empty here.
+        t = object.__new__(cls)
+        t._view = None
+        t._hooks = None
+        return t
 
     def __init__(
         self,
@@ -64,6 +87,8 @@ class Tensor:
         self.grad = None
         self._node = None
         self._version = [0]
+        self._view = None
+        self._hooks = None
 
     # -- description -------------------------------------------------------
     @property
@@ -72,6 +97,10 @@ class Tensor:
 
     @property
     def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        """The number of dimensions (PyTorch's name for ``ndim``)."""
         return self.data.ndim
 
     @property
@@ -166,16 +195,59 @@ class Tensor:
         t._version = self._version
         return t
 
-    def to(self, device: str | None = None, dtype: Any = None) -> Tensor:
-        """A copy on another device and/or with another dtype (self when nothing changes).
-        Differentiable: gradients flow back to the original device and dtype."""
+    # -- sharing memory with other libraries (gpubp/interop.py does the work) --
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(t)``: a CPU tensor's memory as a NumPy array (see gpubp.interop)."""
+        from gpubp import interop
+
+        return interop.to_numpy_array(self, dtype=dtype, copy=copy)
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        """A DLPack capsule of this tensor's memory (``torch.from_dlpack(t)``, ``np.from_dlpack(t)``)."""
+        from gpubp import interop
+
+        return interop.dlpack(self, **kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        from gpubp import interop
+
+        return interop.dlpack_device(self)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """A CUDA tensor's memory for Numba, CuPy and PyTorch; a CPU tensor has none
+        (AttributeError, so ``hasattr`` is False)."""
+        if self._backend.device == "cpu":
+            raise AttributeError("a cpu tensor has no __cuda_array_interface__ (it is for CUDA tensors)")
+        from gpubp import interop
+
+        return interop.cuda_array_interface(self)
+
+    # -- dtype and device ------------------------------------------------------
+    def to(self, *args: Any, device: Any = None, dtype: Any = None, copy: bool = False) -> Tensor:
+        """This tensor on another device and/or with another dtype, as PyTorch's
+        ``to``: ``t.to("cuda")``, ``t.to(gp.float64)``, ``t.to("cuda", "float16")``,
+        ``t.to(other)`` (other's device and dtype), or by keywords. Returns self when
+        nothing changes (unless ``copy=True``). Differentiable: gradients flow back
+        to the original device and dtype."""
         from gpubp.ops.convert import cast, move
 
+        if len(args) > 2:
+            raise TypeError(f"to() takes at most 2 positional arguments ({len(args)} given)")
+        for arg in args:
+            if isinstance(arg, Tensor):
+                device, dtype = arg._backend, arg.data.dtype
+            elif _names_a_dtype(arg):
+                dtype = arg
+            else:
+                device = arg
         out = self
         if device is not None:
             out = move(out, device)
         if dtype is not None:
             out = cast(out, dtype)
+        if copy and out is self:
+            out = shape_ops.clone(self)
         return out
 
     def cpu(self) -> Tensor:
@@ -188,10 +260,28 @@ class Tensor:
         return self.to(dtype=dtype)
 
     def float(self) -> Tensor:
+        """As float32."""
         return self.to(dtype=dtypes.float32)
 
     def double(self) -> Tensor:
+        """As float64."""
         return self.to(dtype=dtypes.float64)
+
+    def half(self) -> Tensor:
+        """As float16."""
+        return self.to(dtype=dtypes.float16)
+
+    def long(self) -> Tensor:
+        """As int64 (not differentiable: the result does not require grad)."""
+        return self.to(dtype=dtypes.int64)
+
+    def int(self) -> Tensor:
+        """As int32 (not differentiable)."""
+        return self.to(dtype=dtypes.int32)
+
+    def bool(self) -> Tensor:
+        """As bool (not differentiable)."""
+        return self.to(dtype=dtypes.bool_)
 
     # -- gradients ---------------------------------------------------------
     def backward(self, grad: Tensor | Any = None, retain_graph: bool = False) -> None:
@@ -214,24 +304,61 @@ class Tensor:
             seed = _gradient_array(grad, self)
         backward(self, seed, retain_graph)
 
-    def zero_grad(self) -> None:
-        """Forgets the accumulated gradient (sets ``.grad`` to None). A gradient
-        array that nothing else references goes back to the backend, which may
-        reuse it for the next gradient of the same shape (see Backend.recycle)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forgets the accumulated gradient: sets ``.grad`` to None, or with
+        ``set_to_none=False`` fills the existing ``.grad`` with zeros in place (the
+        same tensor stays, as PyTorch's ``zero_grad(set_to_none=False)``). A
+        gradient array that nothing else references goes back to the backend,
+        which may reuse it for the next gradient of the same shape (see Backend.recycle)."""
         grad = self.grad
+        if grad is None:
+            return
+        if not set_to_none:
+            grad.fill_(0)
+            return
         self.grad = None
         # 2 = this local name + getrefcount's argument; 2 = the Tensor's slot + the argument.
-        if grad is not None and sys.getrefcount(grad) == 2 and sys.getrefcount(grad.data) == 2:
+        if sys.getrefcount(grad) == 2 and sys.getrefcount(grad.data) == 2:
             self._backend.recycle(grad.data)
 
-    # -- in place (not differentiable; bumps the version checked by backward) --
-    def _check_inplace(self) -> None:
-        if self._requires_grad and grad_mode.enabled:
-            raise RuntimeError(
-                "in-place operation on a tensor that requires grad; use an out-of-place op, "
-                "or wrap the update in gp.no_grad()"
-            )
+    def retain_grad(self) -> None:
+        """Keeps this non-leaf's gradient in ``.grad`` at backward (leaves always do).
+        It accumulates over backward calls, as a leaf's."""
+        global _hooks_in_use
+        if not self._requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad")
+        if self._node is not None:
+            self._node.retained = weakref.ref(self)
+            _hooks_in_use = True
 
+    @property
+    def retains_grad(self) -> bool:
+        """Whether ``retain_grad()`` was called on this non-leaf."""
+        node = self._node
+        return node is not None and node.retained is not None and node.retained() is self
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> RemovableHandle:
+        """Calls ``hook(grad)`` each time the gradient with respect to this tensor is
+        computed, before it is used (for a leaf: before it is added to ``.grad``);
+        a Tensor the hook returns replaces the gradient. Returns a handle whose
+        ``remove()`` takes the hook off. As in PyTorch, a hook registered before an
+        in-place change of this tensor sees the gradient of its value before the change."""
+        global _hooks_in_use
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+        owner: Any = self if self._node is None else self._node
+        hooks = owner._hooks if owner is self else owner.hooks
+        if hooks is None:
+            hooks = []
+            if owner is self:
+                self._hooks = hooks
+            else:
+                owner.hooks = hooks
+        hooks.append(hook)
+        _hooks_in_use = True
+        return RemovableHandle(hooks, hook)
+
+    # -- in place ---------------------------------------------------------------
     def bump_version(self) -> None:
         """Marks the data as changed in place, so backward detects stale saved values."""
         global _inplace_epoch
@@ -240,8 +367,16 @@ class Tensor:
         if capture.current is not None:
             capture.current.saw((self,))
 
+    def _records(self, other: Any) -> bool:
+        """Whether an in-place change of self by ``other`` goes on the tape."""
+        return grad_mode.enabled and (self._requires_grad or (isinstance(other, Tensor) and other._requires_grad))
+
     def _inplace(self, fn: str, other: Any) -> Tensor:
-        self._check_inplace()
+        if self._records(other):
+            op = _INPLACE_OPS[fn]
+            # *= and /= need the old values for backward: they get a copy of them.
+            needs_old = fn in ("__imul__", "__itruediv__")
+            return inplace.record(self, lambda old: op(old, old if other is self else other), needs_old)
         value = _operand_array(other, self)
         getattr(self.data, fn)(value)
         self.bump_version()
@@ -260,23 +395,33 @@ class Tensor:
         return self._inplace("__itruediv__", other)
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        self._check_inplace()
-        self.data[_index_arrays(index)] = _operand_array(value, self)
+        if self._records(value):
+            if not inplace.writes_itself(self, index, value):
+                inplace.record(self, lambda old: shape_ops.setitem(old, index, value))
+            return
+        self.data[_index_arrays(index, self)] = _operand_array(value, self)
         self.bump_version()
 
     def copy_(self, source: Any) -> Tensor:
-        """Copies ``source`` (same shape, device and dtype) into this tensor."""
-        self._check_inplace()
-        value = _operand_array(source, self)
-        if getattr(value, "shape", self.shape) != self.shape:
-            raise ValueError(f"copy_: shape {value.shape} does not match {self.shape}")
-        self.data[...] = value
+        """Copies ``source`` (same shape and device; any dtype, converted) into this
+        tensor; differentiable in both when grad mode is on, as PyTorch's."""
+        shape = source.shape if isinstance(source, Tensor) else getattr(source, "shape", self.shape)
+        if tuple(shape) != self.shape:
+            raise ValueError(f"copy_: shape {tuple(shape)} does not match {self.shape}")
+        if self._records(source):
+            return inplace.record(self, lambda old: shape_ops.setitem(old, Ellipsis, source))
+        self.data[...] = _operand_array(source, self)
         self.bump_version()
         return self
 
-    def fill_(self, value: float) -> Tensor:
-        self._check_inplace()
-        self.data.fill(value)
+    def fill_(self, value: Any) -> Tensor:
+        """Sets every entry to ``value`` (a number or a one-element tensor)."""
+        if self._records(value):
+            return inplace.record(self, lambda old: shape_ops.setitem(old, Ellipsis, value))
+        if isinstance(value, (bool, int, float)):
+            self.data.fill(value)
+        else:
+            self.data[...] = _operand_array(value, self)
         self.bump_version()
         return self
 
@@ -320,17 +465,56 @@ class Tensor:
     def __pos__(self) -> Tensor:
         return self
 
+    def __abs__(self) -> Tensor:
+        return elementwise.abs(self)
+
     def __matmul__(self, other: Any) -> Tensor:
         return matmul.matmul(self, other)
 
     def __rmatmul__(self, other: Any) -> Tensor:
         return matmul.matmul(other, self)
 
+    def add(self, other: Any) -> Tensor:
+        return elementwise.add(self, other)
+
+    def sub(self, other: Any) -> Tensor:
+        return elementwise.sub(self, other)
+
+    def mul(self, other: Any) -> Tensor:
+        return elementwise.mul(self, other)
+
+    def div(self, other: Any) -> Tensor:
+        return elementwise.div(self, other)
+
+    def pow(self, exponent: Any) -> Tensor:
+        return elementwise.pow(self, exponent)
+
+    def neg(self) -> Tensor:
+        return elementwise.neg(self)
+
+    def matmul(self, other: Any) -> Tensor:
+        return matmul.matmul(self, other)
+
     def exp(self) -> Tensor:
         return elementwise.exp(self)
 
     def log(self) -> Tensor:
         return elementwise.log(self)
+
+    def sqrt(self) -> Tensor:
+        return elementwise.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return elementwise.abs(self)
+
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 (PyTorch's names)
+        return select.clamp(self, min, max)
+
+    def maximum(self, other: Any) -> Tensor:
+        return select.maximum(self, other)
+
+    def minimum(self, other: Any) -> Tensor:
+        return select.minimum(self, other)
 
     def sigmoid(self) -> Tensor:
         return activation.sigmoid(self)
@@ -347,29 +531,79 @@ class Tensor:
     def log_softmax(self, axis: int = -1) -> Tensor:
         return activation.log_softmax(self, axis)
 
-    def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return reduce.sum(self, axis, keepdims)
+    # Reductions take NumPy's axis=/keepdims= or PyTorch's dim=/keepdim=.
+    def sum(self, axis: Axis = None, keepdims: bool | None = None, *, dim: Axis = None, keepdim: Any = None) -> Tensor:
+        return reduce.sum(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
-    def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return reduce.mean(self, axis, keepdims)
+    def mean(self, axis: Axis = None, keepdims: bool | None = None, *, dim: Axis = None, keepdim: Any = None) -> Tensor:
+        return reduce.mean(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
-    def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return reduce.max(self, axis, keepdims)
+    def max(self, axis: Axis = None, keepdims: bool | None = None, *, dim: Any = None, keepdim: Any = None) -> Any:
+        """Values over ``axis`` (ties share the gradient), or with ``dim=`` the pair
+        ``(values, indices)`` (see ``gp.max``)."""
+        return reduce.max(self, axis, keepdims, dim=dim, keepdim=keepdim)
+
+    def min(self, axis: Axis = None, keepdims: bool | None = None, *, dim: Any = None, keepdim: Any = None) -> Any:
+        """Values over ``axis``, or with ``dim=`` the pair ``(values, indices)`` (see ``gp.min``)."""
+        return reduce.min(self, axis, keepdims, dim=dim, keepdim=keepdim)
+
+    def var(self, axis: Axis = None, keepdims: bool | None = None, **options: Any) -> Tensor:
+        """Variance (unbiased by default; see ``gp.var``)."""
+        return reduce.var(self, axis, keepdims, **options)
+
+    def std(self, axis: Axis = None, keepdims: bool | None = None, **options: Any) -> Tensor:
+        """Standard deviation (unbiased by default; see ``gp.std``)."""
+        return reduce.std(self, axis, keepdims, **options)
+
+    def argmax(self, axis: int | None = None, keepdims: bool | None = None, **options: Any) -> Tensor:
+        """int64 indices of the first maxima (not differentiable)."""
+        return reduce.argmax(self, axis, keepdims, **options)
+
+    def argmin(self, axis: int | None = None, keepdims: bool | None = None, **options: Any) -> Tensor:
+        """int64 indices of the first minima (not differentiable)."""
+        return reduce.argmin(self, axis, keepdims, **options)
 
     def reshape(self, *shape: int | Sequence[int]) -> Tensor:
         return shape_ops.reshape(self, *shape)
 
-    def transpose(self, *axes: int | Sequence[int]) -> Tensor:
-        return shape_ops.transpose(self, *axes)
+    def view(self, *shape: int | Sequence[int]) -> Tensor:
+        """``reshape`` that never copies (RuntimeError where it would have to)."""
+        return shape_ops.view(self, *shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return shape_ops.flatten(self, start_dim, end_dim)
+
+    def squeeze(self, dim: int | Sequence[int] | None = None) -> Tensor:
+        return shape_ops.squeeze(self, dim)
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        return shape_ops.unsqueeze(self, dim)
+
+    def permute(self, *dims: int | Sequence[int]) -> Tensor:
+        """Reorders the dims: ``x.permute(2, 0, 1)`` (or a tuple)."""
+        return shape_ops.permute(self, *dims)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        """Swaps two dims, as PyTorch's ``transpose`` (for a full reordering use ``permute``)."""
+        return shape_ops.transpose(self, dim0, dim1)
+
+    def t(self) -> Tensor:
+        """The transpose of a matrix (a 0-d or 1-d tensor as it is)."""
+        return shape_ops.t(self)
 
     @property
     def T(self) -> Tensor:  # noqa: N802 (NumPy's name)
-        return shape_ops.transpose(self)
+        """All dims reversed (NumPy's ``.T``; for a matrix, its transpose)."""
+        return shape_ops.reverse_dims(self)
+
+    def clone(self) -> Tensor:
+        """A copy with its own memory (differentiable)."""
+        return shape_ops.clone(self)
 
     def __getitem__(self, index: Any) -> Tensor:
         return shape_ops.getitem(self, index)
 
-    # -- comparisons and argmax: not differentiable, return new tensors ------
+    # -- comparisons: not differentiable, return new tensors ------
     def _compare(self, fn: str, other: Any) -> Tensor:
         return _wrap(getattr(self.data, fn)(_operand_array(other, self)), self._backend)
 
@@ -393,8 +627,24 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    def argmax(self, axis: int | None = None) -> Tensor:
-        return _wrap(self._backend.xp.asarray(self.data.argmax(axis=axis)), self._backend)
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``remove()`` takes the hook off again."""
+
+    def __init__(self, hooks: list, hook: Callable) -> None:
+        self._hooks: list | None = hooks
+        self._hook = hook
+
+    def remove(self) -> None:
+        hooks, self._hooks = self._hooks, None
+        if hooks is not None and self._hook in hooks:
+            hooks.remove(self._hook)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
 
 class Function:
@@ -417,6 +667,11 @@ class Function:
     output_version: tuple = ([0], 0, 0)
     epoch = 0
     saved: tuple = ()
+    # For a node an in-place change made a tensor's: the tensor's value before it.
+    inplace_prev: Tensor | None = None
+    # Gradient hooks of the tensor this node made, and a weak reference to it if it retains its gradient.
+    hooks: list | None = None
+    retained: Any = None
 
     def forward(self, *arrays: Any) -> Any:
         raise NotImplementedError
@@ -471,7 +726,11 @@ class Function:
             out = result_backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
         result = _wrap(out, result_backend, record)
         if self.shares_memory:
-            result._version = inputs[0]._version
+            # A view: one version counter with its input, and its base and the view ops from it.
+            source = inputs[0]
+            result._version = source._version
+            view = source._view
+            result._view = (view[0], (*view[1], self)) if view is not None else (source, (self,))
         if record:
             self.inputs = inputs
             self.needs_input_grad = needs_grad
@@ -507,13 +766,17 @@ class Function:
 def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
     """Walks the tape from ``root`` with gradient ``seed`` (an array shaped like root)."""
     given: set[int] = {id(seed)}  # arrays already handed to a leaf or owned by the caller
+    hooked = _hooks_in_use
     root_node = root._node
     if root_node is None:
+        if hooked and root._hooks is not None:
+            seed = _run_hooks(root._hooks, seed, root._backend)
         _accumulate(root, seed, given)
         return
 
     # Count, for every node, how many edges lead into it from nodes above it,
     # so each node runs exactly once, after all its consumers (Kahn's order).
+    recorded = _last_recorded_inplace
     consumers: dict[Function, int] = {}
     stack = [root_node]
     seen = {root_node}
@@ -524,16 +787,22 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
                 f"backward through {node.name} a second time: its saved values were freed by the first "
                 "backward(); pass retain_graph=True to the first call if you need to go through it again"
             )
+        if node.epoch < recorded:  # an input may have changed in place (recorded) since: its old history
+            node.check_saved_versions()
+            inplace.resolve(node)
         for x, need in zip(node.inputs, node.needs_input_grad):
             if need:
                 parent = x._node
                 if parent is not None:
+                    if parent.epoch < recorded and x._view is not None:  # a view older than a recorded change
+                        parent = inplace.refresh_view(node, x)._node
                     consumers[parent] = consumers.get(parent, 0) + 1
                     if parent not in seen:
                         seen.add(parent)
                         stack.append(parent)
 
     grads: dict[Function, Any] = {root_node: seed}
+    pending: dict[int, tuple[Tensor, Any]] = {}  # hooked leaves: their gradient, summed before the hooks run
     ready = [root_node]
     while ready:
         node = ready.pop()
@@ -541,7 +810,10 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
             node.check_saved_versions()
         if node.backend.needs_activation:
             node.backend.activate()
-        input_grads = node.backward(grads.pop(node))
+        g = grads.pop(node)
+        if hooked and (node.hooks is not None or node.retained is not None):
+            g = _node_hooks(node, g)
+        input_grads = node.backward(g)
         if type(input_grads) is not tuple:
             input_grads = (input_grads,)
         for x, need, g in zip(node.inputs, node.needs_input_grad, input_grads):
@@ -552,7 +824,10 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
                 _bad_gradient(node, x, g)
             parent = x._node
             if parent is None:
-                if x.grad is None and g.base is None and type(g) is x._backend.array_type and id(g) not in given:
+                if hooked and x._hooks is not None:
+                    key = id(x)
+                    pending[key] = (x, pending[key][1] + g) if key in pending else (x, g)
+                elif x.grad is None and g.base is None and type(g) is x._backend.array_type and id(g) not in given:
                     given.add(id(g))  # the common case of _accumulate, inlined: a fresh array, first gradient
                     x.grad = _wrap(g, x._backend)
                 else:
@@ -570,6 +845,44 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
         if not retain_graph:
             node.inputs = None  # frees the saved arrays and the edges to the inputs
             node.saved = ()
+    for leaf, g in pending.values():
+        _accumulate(leaf, _run_hooks(leaf._hooks, g, leaf._backend), given)
+
+
+# -- hooks -------------------------------------------------------------------------------
+def _node_hooks(node: Function, g: Any) -> Any:
+    """Runs the hooks of the tensor ``node`` made on its gradient, then keeps the
+    gradient in its ``.grad`` if it retains it (after the hooks, as PyTorch)."""
+    backend = node.result_backend or node.backend
+    if node.hooks:
+        g = _run_hooks(node.hooks, g, backend)
+    if node.retained is not None:
+        t = node.retained()
+        if t is not None:
+            if t.grad is None:
+                t.grad = _wrap(backend.xp.array(g, copy=True), backend)
+            else:
+                t.grad.data += g
+                t.grad.bump_version()
+    return g
+
+
+def _run_hooks(hooks: list, g: Any, backend: Backend) -> Any:
+    for hook in tuple(hooks):
+        out = hook(_wrap(g, backend))
+        if out is not None:
+            if not isinstance(out, Tensor):
+                got = f"a {type(out).__name__}"
+            elif out.shape != g.shape or out.dtype != g.dtype or out.backend is not backend:
+                got = f"{out.shape} {out.dtype} on {out.device}"
+            else:
+                g = out.data
+                continue
+            raise RuntimeError(
+                f"a gradient hook returned {got}; it must return None or a tensor like the gradient "
+                f"({g.shape} {g.dtype} on {backend.device})"
+            )
+    return g
 
 
 def _accumulate(leaf: Tensor, g: Any, given: set[int]) -> None:
@@ -634,15 +947,60 @@ def _operand_array(value: Any, like: Tensor) -> Any:
     return np.asarray(value, dtype=like.dtype)
 
 
-def _index_arrays(index: Any) -> Any:
-    """Tensors inside an index become their arrays."""
-    if isinstance(index, Tensor):
-        return index.data
+def _index_arrays(index: Any, like: Tensor) -> Any:
+    """An index as the backend takes it: tensors become their arrays, and lists and
+    tuples inside it (a list also on its own) integer or boolean arrays on like's
+    device, so that NumPy and CuPy treat them as the advanced indices they are (and
+    backward accumulates repeated entries); NumPy integers become ints."""
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return index
+        return tuple(_index_part(p, like) for p in index)
+    return _index_part(index, like)
+
+
+def _index_part(part: Any, like: Tensor) -> Any:
+    if isinstance(part, Tensor):
+        if part._backend is not like._backend:
+            return like._backend.receive(part.data, part._backend)  # e.g. a CPU index of a CUDA tensor
+        part = part.data
+    if isinstance(part, np.ndarray) and part.ndim == 0 and part.dtype.kind in "iu":
+        return int(part)  # NumPy takes a 0-d integer array as an int (a view), not as an array
+    if isinstance(part, (list, tuple)):
+        array = np.asarray(part)
+        if array.dtype.kind not in "iub":
+            if array.size:
+                raise IndexError(f"an index list must hold integers or booleans, got {part!r}")
+            array = array.astype(np.intp)
+        # A host copy on every device, so that a gp.jit capture refuses it on the CPU as on a GPU.
+        return like._backend.from_host(array)
+    if isinstance(part, np.ndarray) and like._backend.device != "cpu":
+        return like._backend.from_host(part)
+    if isinstance(part, np.bool_):
+        return bool(part)
+    if isinstance(part, np.integer):
+        return int(part)
+    return part
+
+
+def _names_a_dtype(value: Any) -> bool:
+    """Whether an argument of ``to()`` is a dtype (else it names a device)."""
+    if isinstance(value, (np.dtype, type)):
+        return True
+    if isinstance(value, str):
+        try:
+            np.dtype(value)
+        except TypeError:
+            return False
+        return True
+    return False
 
 
 # The ops modules import Tensor and Function from here, so they are bound last.
-from gpubp.ops import activation, elementwise, matmul, reduce  # noqa: E402
+from gpubp.ops import activation, elementwise, inplace, matmul, reduce, select  # noqa: E402
 from gpubp.ops import shape as shape_ops  # noqa: E402
+
+_INPLACE_OPS = {
+    "__iadd__": elementwise.add,
+    "__isub__": elementwise.sub,
+    "__imul__": elementwise.mul,
+    "__itruediv__": elementwise.div,
+}

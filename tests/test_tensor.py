@@ -117,3 +117,56 @@ def test_numpy_array_on_the_left_defers_to_tensor() -> None:
 
 def test_repr() -> None:
     assert repr(gp.tensor([1.0], requires_grad=True)) == "tensor([1.], dtype=float32, device='cpu', requires_grad=True)"
+
+
+# -- dtype and device conversions, PyTorch's spellings ---------------------------------------
+def test_to_takes_pytorchs_forms() -> None:
+    x = gp.ones(2, requires_grad=True)
+    assert x.to("float64").dtype == np.float64 and x.to(np.float16).dtype == np.float16
+    assert x.to(gp.float64).dtype == np.float64 and x.to(dtype="float64").dtype == np.float64
+    assert x.to("cpu") is x and x.to(device="cpu") is x and x.to("cpu", "float64").dtype == np.float64
+    assert x.to(gp.tensor([1], dtype="int32")).dtype == np.int32
+    copy = x.to("cpu", copy=True)
+    assert copy is not x and copy.requires_grad and copy.data is not x.data
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        x.to("gpu")
+
+
+def test_dtype_methods() -> None:
+    x = gp.tensor([1.5, -2.5], requires_grad=True)
+    assert x.double().dtype == np.float64 and x.half().dtype == np.float16 and x.float() is x
+    assert x.long().dtype == np.int64 and x.int().dtype == np.int32 and x.bool().dtype == np.bool_
+    assert x.long().tolist() == [1, -2] and not x.long().requires_grad  # as PyTorch: integers carry no grad
+    x.half().double().sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_tensor_methods_mirror_the_functions() -> None:
+    x = gp.tensor([[1.0, -4.0], [9.0, 2.0]])
+    assert x.abs().sqrt().tolist()[1][0] == 3.0 and x.abs().tolist() == [[1.0, 4.0], [9.0, 2.0]]
+    assert x.clamp(0, 3).tolist() == [[1.0, 0.0], [3.0, 2.0]] and x.min().item() == -4.0
+    assert x.matmul(x).shape == (2, 2) and x.pow(2).sum().item() == 102.0 and x.neg().sum().item() == -8.0
+    assert x.std().item() == pytest.approx(np.std(x.numpy(), ddof=1)) and x.var(dim=0).shape == (2,)
+    assert x.maximum(x.t()).tolist() == [[1.0, 9.0], [9.0, 2.0]] and x.minimum(0.0).sum().item() == -4.0
+    assert x.dim() == 2 and x.flatten().shape == (4,) and x.unsqueeze(0).squeeze(0).shape == (2, 2)
+    assert x.view(4).shape == (4,) and x.permute(1, 0).tolist() == x.t().tolist() and x.clone().tolist() == x.tolist()
+
+
+# -- interop dunders: they hand the work to gpubp.interop ---------------------------------------
+def test_interop_dunders_delegate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpubp import interop
+
+    t = gp.ones(2)
+    calls = []
+    monkeypatch.setattr(interop, "to_numpy_array", lambda *a, **k: calls.append(("array", a, k)) or np.zeros(2))
+    monkeypatch.setattr(interop, "dlpack", lambda *a, **k: calls.append(("dlpack", a, k)) or "capsule")
+    monkeypatch.setattr(interop, "dlpack_device", lambda *a: calls.append(("device", a, {})) or (1, 0))
+    assert np.asarray(t, dtype=np.float64).tolist() == [0.0, 0.0]
+    assert t.__dlpack__(stream=None, max_version=(1, 0)) == "capsule"
+    assert t.__dlpack_device__() == (1, 0)
+    assert calls == [
+        ("array", (t,), {"dtype": np.dtype(np.float64), "copy": None}),
+        ("dlpack", (t,), {"stream": None, "max_version": (1, 0)}),
+        ("device", (t,), {}),
+    ]
+    assert not hasattr(t, "__cuda_array_interface__")  # CPU tensors have none, as in PyTorch

@@ -33,12 +33,17 @@ class Move(Function):
 
 
 def cast(a: Tensor, dtype: Any) -> Tensor:
-    """A copy of ``a`` with another dtype (``a`` itself if the dtype is the same)."""
+    """A copy of ``a`` with another dtype (``a`` itself if the dtype is the same).
+
+    To a float dtype the cast is recorded (the gradient returns in a's dtype); to
+    an integer or bool dtype the result is a constant that does not require grad,
+    as in PyTorch (``x.long()`` of a tensor that requires grad is plain data).
+    """
     dtype = dtypes.as_dtype(dtype)
     if dtype == a.dtype:
         return a
-    if a.requires_grad and not dtypes.is_floating(dtype):
-        raise TypeError(f"cast: a tensor that requires grad cannot become {dtype}; detach() it first")
+    if not dtypes.is_floating(dtype):
+        return Cast(dtype)(a.detach())
     return Cast(dtype)(a)
 
 

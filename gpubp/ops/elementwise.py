@@ -1,6 +1,8 @@
-"""Arithmetic: + − × ÷ ** and negation, exp and log, with NumPy broadcasting.
+"""Arithmetic: + − × ÷ ** and negation, exp, log, sqrt and abs, with NumPy broadcasting.
 
 Python scalars may stand on either side; they are constants and get no gradient.
+Operands of different dtypes are promoted as PyTorch does (``operands.py``);
+division, exp, log and sqrt compute integer inputs in float32.
 """
 
 from __future__ import annotations
@@ -8,8 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from gpubp.ops.broadcast import sum_to
-from gpubp.ops.operands import binary
+from gpubp.ops.operands import binary, floating
 from gpubp.tensor import Function, Tensor
 
 
@@ -74,20 +78,38 @@ class Div(Function):
 
 class Pow(Function):
     def forward(self, a: Any, b: Any) -> Any:
-        out = a**b
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 = inf, (-8) ** 0.5 = nan, as PyTorch
+            out = a**b
         self.save(a, b, out)
         return out
 
     def backward(self, g: Any) -> tuple:
+        # PyTorch's conventions where the formulas meet 0·∞ or log 0: d/da is 0
+        # wherever b = 0 (also at a = 0), and d/db is 0 wherever a = 0 and b ≥ 0.
+        # A negative base gives nan for d/db (log of a negative number), as PyTorch.
         a, b, out = self.saved
+        xp = self.backend.xp
         need_a, need_b = self.needs_input_grad
         ga = gb = None
-        if need_a:
-            ga = sum_to(g * b * a ** (b - 1), a.shape)
-        if need_b:
-            log_a = math.log(a) if isinstance(a, (int, float)) else self.backend.xp.log(a)
-            gb = sum_to(g * out * log_a, b.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if need_a:
+                if isinstance(b, (int, float)):
+                    ga = xp.zeros_like(a) if b == 0 else g * b * a ** (b - 1)
+                else:
+                    ga = sum_to(xp.where(b == 0, _zero(g), g * b * a ** (b - 1)), a.shape)
+            if need_b:
+                if isinstance(a, (int, float)):
+                    log_a = math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
+                    gb = g * out * log_a
+                    if a == 0:
+                        gb = xp.where(b >= 0, _zero(g), gb)
+                else:
+                    gb = sum_to(xp.where((a == 0) & (b >= 0), _zero(g), g * out * xp.log(a)), b.shape)
         return ga, gb
+
+
+def _zero(like: Any) -> Any:
+    return like.dtype.type(0)  # a scalar of like's dtype: xp.where keeps that dtype on NumPy and CuPy
 
 
 class Neg(Function):
@@ -119,6 +141,27 @@ class Log(Function):
         return g / a
 
 
+class Sqrt(Function):
+    def forward(self, a: Any) -> Any:
+        out = self.backend.xp.sqrt(a)
+        self.save(out)
+        return out
+
+    def backward(self, g: Any) -> Any:
+        (out,) = self.saved
+        return g / (2 * out)  # ∞ at 0, as PyTorch
+
+
+class Abs(Function):
+    def forward(self, a: Any) -> Any:
+        self.save(a)
+        return self.backend.xp.abs(a)
+
+    def backward(self, g: Any) -> Any:
+        (a,) = self.saved
+        return g * self.backend.xp.sign(a)  # 0 at 0, as PyTorch
+
+
 def add(a: Any, b: Any) -> Tensor:
     """a + b with broadcasting."""
     return Add()(*binary("add", a, b))
@@ -135,24 +178,36 @@ def mul(a: Any, b: Any) -> Tensor:
 
 
 def div(a: Any, b: Any) -> Tensor:
-    """a / b (elementwise) with broadcasting."""
-    return Div()(*binary("div", a, b))
+    """a / b (elementwise, true division) with broadcasting; integers divide in float32."""
+    return Div()(*binary("div", a, b, floating=True))
 
 
 def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 (mirrors the operator's name)
-    """a ** b (elementwise); the gradient for b needs a > 0."""
+    """a ** b (elementwise). Gradients follow PyTorch at the edges: 0 for a where
+    b = 0, 0 for b where a = 0 and b ≥ 0, nan for b where a < 0."""
     return Pow()(*binary("pow", a, b))
 
 
 def neg(a: Tensor) -> Tensor:
+    """−a."""
     return Neg()(a)
 
 
 def exp(a: Tensor) -> Tensor:
     """e^a; backward reuses the saved output."""
-    return Exp()(a)
+    return Exp()(floating(a))
 
 
 def log(a: Tensor) -> Tensor:
     """Natural logarithm."""
-    return Log()(a)
+    return Log()(floating(a))
+
+
+def sqrt(a: Tensor) -> Tensor:
+    """√a; backward reuses the saved output (its gradient is ∞ at 0, as PyTorch's)."""
+    return Sqrt()(floating(a))
+
+
+def abs(a: Tensor) -> Tensor:  # noqa: A001 (PyTorch's name)
+    """|a|; the gradient at 0 is 0, as PyTorch's."""
+    return Abs()(a)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpubp.ops.broadcast import sum_to
-from gpubp.ops.operands import binary
+from gpubp.ops.operands import operand
 from gpubp.tensor import Function, Tensor
 
 
@@ -43,8 +43,9 @@ class MatMul(Function):
 
 
 def matmul(a: Any, b: Any) -> Tensor:
-    """a @ b. Raises ValueError naming both shapes when the inner dimensions differ."""
-    a, b = binary("matmul", a, b)
+    """a @ b. Raises ValueError naming both shapes when the inner dimensions differ,
+    and TypeError when the dtypes differ (as PyTorch's matmul: no promotion here)."""
+    a, b = (a, operand(b, a, "matmul")) if isinstance(a, Tensor) else (operand(a, b, "matmul"), b)
     a_shape, b_shape = getattr(a, "shape", ()), getattr(b, "shape", ())
     if len(a_shape) == 0 or len(b_shape) == 0:
         raise ValueError(f"matmul: both operands need at least one dimension, got shapes {a_shape} and {b_shape}")

@@ -25,3 +25,8 @@ def test_shape_mismatch_names_both_shapes() -> None:
 def test_scalar_operand_is_rejected() -> None:
     with pytest.raises(ValueError, match="at least one dimension"):
         gp.ones(3) @ 2.0
+
+
+def test_dtypes_must_match_as_in_pytorch() -> None:
+    with pytest.raises(TypeError, match=r"matmul: dtype mismatch \(float32 and float64\)"):
+        gp.ones(2, 3) @ gp.ones(3, 2, dtype="float64")
