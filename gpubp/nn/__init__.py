@@ -1,26 +1,37 @@
-"""Layers and models: ``gp.nn.Sequential(gp.nn.Linear(784, 256), gp.nn.Sigmoid(), ...)``."""
+"""Layers and models, as torch.nn: ``gp.nn.Sequential(gp.nn.Linear(784, 256), gp.nn.Sigmoid(), ...)``;
+``gp.nn.functional`` (``import gpubp.nn.functional as F``) and ``gp.nn.utils`` (gradient clipping)."""
 
-from gpubp.nn import init
-from gpubp.nn.activation import LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from gpubp.nn import functional, init, utils
+from gpubp.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from gpubp.nn.container import ModuleList
 from gpubp.nn.dropout import Dropout
-from gpubp.nn.linear import Linear
-from gpubp.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from gpubp.nn.flatten import Flatten
+from gpubp.nn.linear import Identity, Linear
+from gpubp.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from gpubp.nn.module import Module, Parameter
 from gpubp.nn.sequential import Sequential
 
 __all__ = [
+    "functional",
     "init",
+    "utils",
     "Module",
     "Parameter",
     "Linear",
+    "Identity",
+    "Flatten",
     "Sequential",
+    "ModuleList",
     "Sigmoid",
     "Tanh",
     "ReLU",
+    "LeakyReLU",
+    "GELU",
     "Softmax",
     "LogSoftmax",
     "Dropout",
     "CrossEntropyLoss",
+    "NLLLoss",
     "MSELoss",
     "BCEWithLogitsLoss",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -48,12 +48,17 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # Assigning to a name already registered keeps its place in the order (as torch):
+        # pop only from the other registry.
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -76,6 +81,15 @@ class Module:
 
     def children(self) -> Iterator[Module]:
         yield from self._modules.values()
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Calls ``fn`` on every sub-module and then on self (children first, as
+        torch.nn.Module.apply); returns self. Typical use: initialising weights,
+        ``model.apply(lambda m: gp.nn.init.zeros_(m.bias) if isinstance(m, gp.nn.Linear) else None)``."""
+        for module in self.children():
+            module.apply(fn)
+        fn(self)
+        return self
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, parameter) pairs, each parameter once."""
@@ -100,10 +114,11 @@ class Module:
     def eval(self) -> Module:
         return self.train(False)
 
-    def zero_grad(self) -> None:
-        """Forgets every parameter's gradient (sets ``.grad`` to None)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forgets every parameter's gradient: sets ``.grad`` to None, or with
+        ``set_to_none=False`` fills it with zeros in place (as PyTorch)."""
         for param in self.parameters():
-            param.zero_grad()
+            param.zero_grad(set_to_none)
 
     def to(self, device: str) -> Module:
         """Moves every parameter (and its gradient) to ``device`` in place, keeping
