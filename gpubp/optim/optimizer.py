@@ -39,11 +39,12 @@ class Optimizer:
         # buffer: its first step copies the gradient in, never reading it).
         self._unfilled: set[Tensor] = set()
 
-    def zero_grad(self) -> None:
-        """Forgets every parameter's gradient (sets ``.grad`` to None)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forgets every parameter's gradient: sets ``.grad`` to None, or with
+        ``set_to_none=False`` fills it with zeros in place (as PyTorch)."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.zero_grad()
+                p.zero_grad(set_to_none)
 
     def step(self) -> None:
         raise NotImplementedError

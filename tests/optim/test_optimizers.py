@@ -129,3 +129,17 @@ def test_chunked_updates_of_big_parameters_equal_whole_ones(factory, monkeypatch
         return w.numpy()
 
     np.testing.assert_array_equal(run(1 << 20), run(64))  # 64 does not divide 1000: a short last piece
+
+
+def test_zero_grad_keeps_zeroed_gradients_when_asked() -> None:
+    model = gp.nn.Linear(3, 2)
+    opt = gp.optim.SGD(model.parameters(), lr=0.1)
+    model(gp.ones(4, 3)).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is g and not g.numpy().any() for p, g in zip(model.parameters(), grads))
+    model(gp.ones(4, 3)).sum().backward()
+    model.zero_grad(set_to_none=False)
+    assert all(p.grad is g and not g.numpy().any() for p, g in zip(model.parameters(), grads))
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
