@@ -26,6 +26,7 @@ from gpubp.optim.optimizer import Optimizer
 FORMAT = "gpubp-checkpoint"
 VERSION = 1
 _META_KEY = "__meta__"
+_ZIP_MAGIC = b"PK\x03\x04"  # how every .npz archive (a zip file) begins
 _MODEL = "model/"
 _OPTIM = "optimizer/"
 
@@ -108,6 +109,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_ZIP_MAGIC))
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {err.strerror or err}") from err
+    if magic != _ZIP_MAGIC:
+        # np.load would take it for a pickle or an .npy file, and its message suggests loading it unsafely.
+        raise CheckpointError(f"{path}: not a gpubp checkpoint (those are .npz archives, and this file is not one)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             # Reading every member now checks each one's CRC, so damage shows up here.

@@ -2,15 +2,20 @@
 
 Also run as ``python -m gpubp``. Option errors and problems with the data or a
 checkpoint end with one line on stderr and a non-zero exit status: 2 for bad
-options, 1 for missing or damaged files, 130 when interrupted with Ctrl-C
-(after saving a checkpoint that ``--resume`` continues from).
+options (a model too large for the memory included), 1 for missing or damaged
+files and for a training loss that became NaN or infinite, 130 when interrupted
+with Ctrl-C (after saving a checkpoint that ``--resume`` continues from). When
+the reader of the output goes away (``gpubp eval RUN | head -1``) the command
+stops quietly with 141, as Unix tools ended by SIGPIPE do.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import fields, replace
@@ -24,7 +29,7 @@ from gpubp.checkpoint import CheckpointError, load_checkpoint
 from gpubp.cpu_threads import set_blas_threads
 from gpubp.data.datasets import DATASETS, DataNotFoundError, DatasetError, load_dataset
 from gpubp.data.idx import IDXError
-from gpubp.progress import is_terminal, progress_bar
+from gpubp.progress import is_terminal, plural, progress_bar
 from gpubp.training import (
     ACTIVATIONS,
     CHECKPOINT_FILE,
@@ -32,18 +37,24 @@ from gpubp.training import (
     OPTIMIZERS,
     SCHEDULES,
     ConfigError,
+    NonFiniteLoss,
     Run,
     TrainConfig,
     TrainingInterrupted,
     evaluate_checkpoint,
 )
 
-# One BLAS thread: as fast as two on a quiet 2-core machine for these small products
-# within a small factor, and several times faster when the cores are shared.
+# One BLAS thread. On a 2-core machine (2 epochs of the default run, median training
+# time; issue 11) two threads took 1.95 s against 3.1 s for one when nothing else ran,
+# but 6.6 s against 3.25 s beside one busy process, and 12-31 s against 3.5-4.4 s beside
+# other jobs: one thread is never far from the best, two can be several times slower.
 DEFAULT_THREADS = 1
-# Options a resumed run may change; every other one is fixed by the checkpoint.
+# Settings (TrainConfig fields) a resumed run may change; the others are fixed by the checkpoint.
 RESUMABLE = ("epochs", "device", "data")
+# Options of how this process runs, not settings of the run: never saved, free to change on resume.
+RUN_OPTIONS = ("threads", "no_jit", "no_progress")
 EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, the status of a Unix tool ended by SIGPIPE
 _DEFAULTS = TrainConfig()
 _DEFAULT_LRS = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
 
@@ -78,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--hidden",
         type=_hidden_sizes,
         metavar="N,N,...",
-        help=f"hidden layer sizes (default {_show(_DEFAULTS.hidden)})",
+        help=f"hidden layer sizes, or none for no hidden layer (default {_show(_DEFAULTS.hidden)})",
     )
     model.add_argument(
         "--activation", choices=tuple(ACTIVATIONS), help=f"hidden activation (default {_DEFAULTS.activation})"
@@ -147,8 +158,9 @@ def _add_threads(group: argparse._ActionsContainer) -> None:
         type=int,
         default=DEFAULT_THREADS,
         metavar="N",
-        help=f"BLAS threads for CPU matrix products (default {DEFAULT_THREADS}: OpenBLAS threads spin-wait "
-        "for each other, so several are slower as soon as another process shares the cores)",
+        help=f"BLAS threads for CPU matrix products (default {DEFAULT_THREADS}; more are faster only while "
+        "nothing else runs: OpenBLAS threads spin-wait for each other, so they are much slower as soon as "
+        "another process shares the cores)",
     )
 
 
@@ -161,6 +173,22 @@ def _apply_threads(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line and returns the exit status."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # output still buffered meets a closed pipe here
+    except BrokenPipeError:
+        # The reader went away (`gpubp eval RUN | head -1`): stop quietly, as Unix tools do on
+        # SIGPIPE, and point stdout at /dev/null so Python's own flush at exit does not complain.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (e.g. captured in tests)
+            pass
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _main(argv: list[str] | None) -> int:
     prog = "gpubp"
     try:
         args = build_parser().parse_args(argv)
@@ -173,8 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err), EXIT_USAGE)
     except ConfigError as err:
         return _fail(f"{prog}: error: {err}", EXIT_USAGE)
-    except (DataNotFoundError, DatasetError, IDXError, CheckpointError, OSError) as err:
+    except BrokenPipeError:
+        raise  # an OSError, but not an error of the command: main stops quietly
+    except (DataNotFoundError, DatasetError, IDXError, CheckpointError, NonFiniteLoss, OSError) as err:
         return _fail(f"{prog}: error: {err}", EXIT_FAILURE)
+    except MemoryError as err:
+        # What the estimate before allocating (training.check_memory) did not foresee.
+        detail = f": {err}" if str(err) else ""
+        return _fail(f"{prog}: error: out of memory{detail}; choose smaller --hidden sizes", EXIT_USAGE)
     except KeyboardInterrupt:
         return _fail(f"{prog}: interrupted", EXIT_INTERRUPTED)
 
@@ -190,25 +224,27 @@ def _train(args: argparse.Namespace) -> int:
             saved = TrainConfig.from_dict(checkpoint.meta["config"])
         except (KeyError, TypeError, ConfigError) as err:
             raise CheckpointError(f"{checkpoint.path}: damaged config ({err})") from err
-        for name, value in given.items():
-            if name not in RESUMABLE and value != getattr(saved, name):
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} {_show(value)} differs from the resumed run's "
-                    f"{_show(getattr(saved, name))}; a resumed run keeps its settings "
-                    f"(only --{', --'.join(RESUMABLE)} may change)"
-                )
+        _check_unchanged(given, saved)
+        _check_out(out)
         config = replace(saved, **{k: v for k, v in given.items() if k in RESUMABLE}).validate()
         dataset = load_dataset(config.dataset, config.data)
         run = Run.resume(checkpoint, config, dataset, out)
         if run.finished:
-            print(f"{out}: the run has already trained {run.epoch} epochs; pass a larger --epochs to continue it")
+            print(
+                f"{out}: the run has already trained {plural(run.epoch, 'epoch')}; "
+                "pass a larger --epochs to continue it"
+            )
             return 0
         print(f"resuming {out} at epoch {run.epoch + 1}, batch {run.batch}")
+        change = run.schedule_change()
+        if change is not None:
+            print(change)
     else:
         config = TrainConfig(**given).validate()
         out = Path(args.out) if args.out is not None else _new_run_folder(config.dataset)
         if (out / CHECKPOINT_FILE).exists():
             raise ConfigError(f"--out {out} already holds a run; continue it with --resume, or choose another --out")
+        _check_out(out)
         dataset = load_dataset(config.dataset, config.data)
         run = Run.create(config, dataset, out)
     print(dataset.describe())
@@ -222,7 +258,8 @@ def _train(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        with _StopOnCtrlC() as stop:
+        # NumPy's overflow warnings would come before the one line NonFiniteLoss gives.
+        with _StopOnCtrlC() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             history = run.fit(
                 bar=bar,
                 log=lambda line: print(line, flush=True),
@@ -240,10 +277,44 @@ def _train(args: argparse.Namespace) -> int:
         return _fail(f"gpubp train: aborted{saved}", EXIT_INTERRUPTED)
     last = history[-1]
     print(
-        f"done: test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs "
+        f"done: test accuracy {last['test_acc']:.4f} after {plural(last['epoch'], 'epoch')} "
         f"({time.perf_counter() - started:.1f}s); checkpoint {run.checkpoint_path}"
     )
     return 0
+
+
+def _check_unchanged(given: dict[str, Any], saved: TrainConfig) -> None:
+    """ConfigError naming the first setting ``given`` changes that a resumed run keeps.
+    The learning rate compares as used: no --lr means the optimizer's default."""
+    for name, value in given.items():
+        if name in RESUMABLE:
+            continue
+        before = saved.learning_rate if name == "lr" else getattr(saved, name)
+        if value != before:
+            may_change = _and([f"--{_flag(n)}" for n in RESUMABLE])
+            run_options = _and([f"--{_flag(n)}" for n in RUN_OPTIONS])
+            raise ConfigError(
+                f"--{_flag(name)} {_show(value)} differs from the resumed run's {_show(before)}; a resumed run "
+                f"keeps its settings: only {may_change} may change (and the run options {run_options})"
+            )
+
+
+def _check_out(out: Path) -> None:
+    """ConfigError unless the run folder ``out`` can be made and written: checked
+    before any long work, without creating it (a probe file that leaves no trace
+    goes into the nearest folder that exists)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    folder = out
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write in {folder} ({err.strerror or err})") from err
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -254,7 +325,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
     checkpoint = load_checkpoint(path)
     result, dataset = evaluate_checkpoint(checkpoint, data=args.data, device=args.device, batch_size=args.batch_size)
-    print(f"{dataset.name} test split ({dataset.source}): {result.total} samples")
+    print(f"{dataset.name} test split ({dataset.source}): {plural(result.total, 'sample')}")
     print(f"test accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), loss {result.loss:.4f}")
     print()
     print(format_confusion(result.confusion, dataset.classes))
@@ -305,9 +376,12 @@ class _StopOnCtrlC:
 
 
 def _hidden_sizes(text: str) -> tuple[int, ...]:
-    """ "256,128" -> (256, 128); "" or "none" -> no hidden layer (softmax regression)."""
-    if text.strip().lower() in ("", "none"):
+    """ "256,128" -> (256, 128); "none" -> no hidden layer (softmax regression), which
+    must be asked for by name: an empty --hidden is more likely a mistake."""
+    if text.strip().lower() == "none":
         return ()
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give layer sizes like 256,128, or none for no hidden layer")
     sizes = []
     for part in text.split(","):
         try:
@@ -326,6 +400,15 @@ def _new_run_folder(dataset: str) -> Path:
     while out.exists():
         out, n = Path(f"{base}-{n}"), n + 1
     return out
+
+
+def _and(items: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]]))
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _show(value: Any) -> str:

@@ -1,5 +1,6 @@
 """Per-epoch metrics files of a run: ``metrics.csv``, ``metrics.json`` and, when
-matplotlib is installed (``pip install 'gpubp[plot]'``), ``curves.png``."""
+matplotlib is installed (``pip install -e ".[plot]"`` in a checkout,
+``pip install 'gpubp[plot]'`` for an installed package), ``curves.png``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,18 @@ from typing import Any
 
 from gpubp.checkpoint import atomic_write, atomic_write_text
 
-COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "samples_per_s")
+# lr_first and lr_last: the learning rates of the epoch's first and last steps.
+COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "lr_first",
+    "lr_last",
+    "seconds",
+    "samples_per_s",
+)
 
 
 def write_metrics(out: str | Path, history: list[dict[str, Any]], config: dict[str, Any]) -> list[Path]:

@@ -2,7 +2,8 @@
 
 Both count samples, so the rate shown is samples per second. ``progress_bar``
 returns a bar that draws nothing when ``enabled`` is false (output is not a
-terminal), so callers never need to branch.
+terminal), so callers never need to branch. ``plural`` words the counts the
+command line prints ("1 epoch", "2 epochs").
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def progress_bar(total: int, desc: str, initial: int = 0, enabled: bool = True, 
         return _TqdmBar(total, desc, initial, stream)
     except ImportError:
         return _TextBar(total, desc, initial, stream)
+
+
+def plural(count: int, noun: str, plural_form: str | None = None, thousands: bool = False) -> str:
+    """ "1 epoch", "2 epochs", "0 epochs"; ``thousands`` groups digits ("60,000 samples")."""
+    number = f"{count:,}" if thousands else str(count)
+    return f"{number} {noun if count == 1 else plural_form or noun + 's'}"
 
 
 def is_terminal(*streams: Any) -> bool:

@@ -6,6 +6,11 @@ input normalisation and the metrics so far. Because the shuffling order is a
 function of (seed, epoch) and every generator's state is saved, a run stopped
 at any batch and resumed ends with exactly the weights of a run that never
 stopped.
+
+The learning-rate schedule runs over ``config.epochs``: a run resumed with a
+different ``--epochs`` anneals over the new total from where it is, so its
+rate jumps (``Run.schedule_change`` says by how much), and each epoch's
+metrics record the first and last rate it used.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import gpubp as gp
-from gpubp import nn
+from gpubp import memory, nn
 from gpubp.backends import get_backend
 from gpubp.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from gpubp.data.datasets import DATASETS, Dataset, load_dataset
@@ -29,13 +34,16 @@ from gpubp.data.loader import BatchLoader
 from gpubp.data.normalize import Standardize
 from gpubp.metrics import write_metrics
 from gpubp.optim import SGD, Adam, Optimizer
-from gpubp.progress import Bar
+from gpubp.optim.lr_scheduler import cosine_annealing_lr
+from gpubp.progress import Bar, plural
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("cosine", "constant")
 # Learning rates that work for each optimizer with the default model.
 DEFAULT_LR = {"sgd": 0.2, "momentum": 0.05, "adam": 1e-3}
+# Buffers each optimizer keeps per parameter (for the memory estimate).
+OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}
 CHECKPOINT_FILE = "checkpoint.npz"
 EVAL_BATCH = 1000
 SHOW_LOSS_SECONDS = 0.25  # how often a progress bar's loss is read back from the device
@@ -53,6 +61,21 @@ class TrainingInterrupted(Exception):  # noqa: N818 (a requested stop, not an er
         self.checkpoint = checkpoint
         self.epoch = epoch
         self.batch = batch
+
+
+class NonFiniteLoss(ArithmeticError):  # noqa: N818 (named for what happened, like ZeroDivisionError)
+    """Training stopped at the first batch whose loss was NaN or infinite, saving
+    nothing: the last checkpoint (if any) is the last good state."""
+
+    def __init__(self, epoch: int, batch: int, batches: int, checkpoint: Path | None, saved_at: str | None) -> None:
+        kept = f"{checkpoint} ({saved_at}) is kept" if checkpoint is not None else "no checkpoint was saved"
+        super().__init__(
+            f"the training loss became NaN or infinite in epoch {epoch + 1} at batch {batch} of {batches}, "
+            f"so training stopped (check the data for NaN or inf, or lower --lr); {kept}"
+        )
+        self.epoch = epoch
+        self.batch = batch
+        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -145,20 +168,48 @@ def resolve_device(device: str) -> str:
         raise ConfigError(f"--device {device}: {err}") from err
 
 
-def build_model(features: int, classes: int, config: TrainConfig) -> nn.Sequential:
-    """features → hidden… → classes, each hidden layer Linear + activation (+ Dropout).
-    Xavier initialisation for sigmoid and tanh, He for ReLU. Built on the CPU from
-    the CPU generator, so a seed gives the same initial weights on every device."""
-    layers: list[nn.Module] = []
+def build_model(features: int, classes: int, config: TrainConfig, device: str = "cpu") -> nn.Sequential:
+    """features → hidden… → classes, each hidden layer Linear + activation (+ Dropout),
+    on ``device``. Xavier initialisation for sigmoid and tanh, He for ReLU. Each layer
+    is drawn on the CPU from the CPU generator, so a seed gives the same initial
+    weights on every device, and moved to ``device`` before the next is drawn, so
+    the host holds one layer at a time."""
     init = "he" if config.activation == "relu" else "xavier"
-    width = features
-    for size in config.hidden:
-        layers += [nn.Linear(width, size, init=init), ACTIVATIONS[config.activation]()]
-        if config.dropout:
-            layers.append(nn.Dropout(config.dropout))
-        width = size
-    layers.append(nn.Linear(width, classes, init="xavier"))
+    sizes = [features, *config.hidden, classes]
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        layers.append(nn.Linear(n_in, n_out, init="xavier" if last else init).to(device))
+        if not last:
+            layers.append(ACTIVATIONS[config.activation]())
+            if config.dropout:
+                layers.append(nn.Dropout(config.dropout))
     return nn.Sequential(*layers)
+
+
+def check_memory(
+    config: TrainConfig, dataset: Dataset, device: str, training: bool = True, eval_batch: int = EVAL_BATCH
+) -> None:
+    """ConfigError, in one line, when the model of ``config`` cannot fit in the
+    memory available on the host or on ``device`` (see ``gpubp.memory``), to
+    train (with ``dataset``) or to evaluate (in batches of ``eval_batch``)."""
+    sizes = [dataset.features, *config.hidden, len(dataset.classes)]
+    need = memory.estimate(
+        sizes,
+        batch=config.batch_size,
+        eval_batch=eval_batch,
+        data_rows=len(dataset.x_train) + len(dataset.x_test),
+        state_per_parameter=OPTIMIZER_STATE[config.optimizer],
+        training=training,
+        on_gpu=device != "cpu",
+    )
+    free = memory.device_available(device) if device != "cpu" else None
+    problem = memory.shortfall(need, device, memory.host_available(), free)
+    if problem is not None:
+        what = f"the MLP {'-'.join(map(str, sizes))} ({memory.format_count(need.parameters)} parameters)"
+        if training:
+            raise ConfigError(f"training {what} needs about {problem}; choose smaller --hidden sizes")
+        raise ConfigError(f"evaluating {what} needs about {problem}")
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> Optimizer:
@@ -178,11 +229,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> Optimizer:
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``:
-    constant, or cosine-annealed from the base rate towards 0."""
+    constant, or cosine-annealed from the base rate towards 0 (CosineAnnealingLR's
+    closed form, held at 0 past the end). ``Run`` plans the cosine over
+    ``config.epochs`` (``total_steps`` = epochs × batches per epoch)."""
     base = config.learning_rate
     if config.schedule == "constant" or total_steps <= 0:
         return base
-    return base * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return cosine_annealing_lr(base, min(step, total_steps), total_steps)
 
 
 @dataclass
@@ -231,6 +284,8 @@ class _EpochProgress:
     correct: int = 0
     seen: int = 0
     seconds: float = 0.0
+    lr_first: float | None = None  # the rates of the epoch's first and latest steps
+    lr_last: float | None = None
 
 
 @dataclass
@@ -254,14 +309,20 @@ class Run:
     # process then do not disturb each other, and a resumed run starts exactly
     # where the checkpoint left off.
     rng: dict[str, Any] = field(default_factory=dict)
+    # The epochs the learning-rate schedule was planned over when the run was last
+    # saved (None for a new run): a resumed run with other epochs re-plans it.
+    planned_epochs: int | None = None
+    # Where the checkpoint on disk stands, as (epoch, batch); None before the first save.
+    saved_at: tuple[int, int] | None = None
 
     @classmethod
     def create(cls, config: TrainConfig, dataset: Dataset, out: str | Path) -> Run:
         """A fresh run: seeds every generator with ``config.seed`` and builds the model."""
         config.validate()
         device = resolve_device(config.device)
+        check_memory(config, dataset, device)
         gp.manual_seed(config.seed)
-        model = build_model(dataset.features, len(dataset.classes), config).to(device)
+        model = build_model(dataset.features, len(dataset.classes), config, device)
         return cls(
             config=config,
             dataset=dataset,
@@ -285,8 +346,17 @@ class Run:
         try:
             run.normalization = Standardize.from_dict(meta["normalization"])
             run.epoch, run.batch = int(meta["epoch"]), int(meta["batch"])
-            run.history = list(meta["history"])
+            run.saved_at = (run.epoch, run.batch)
+            # Rows from before each epoch's first and last rates were recorded have its last as "lr".
+            run.history = [
+                {**{k: v for k, v in row.items() if k != "lr"}, "lr_first": None, "lr_last": row["lr"]}
+                if "lr" in row
+                else row
+                for row in meta["history"]
+            ]
             run.progress = _EpochProgress(**meta["progress"])
+            # Checkpoints from before the plan was recorded planned over their config's epochs.
+            run.planned_epochs = int(meta.get("schedule", {}).get("epochs", meta["config"]["epochs"]))
             saved = meta["rng"]
             if meta["device"] == run.device:
                 run.rng = saved
@@ -307,6 +377,25 @@ class Run:
     def finished(self) -> bool:
         return self.epoch >= self.config.epochs
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.dataset.x_train) // self.config.batch_size)
+
+    def schedule_change(self) -> str | None:
+        """For a resumed cosine run whose ``--epochs`` changed: one line saying the
+        schedule now anneals over the new total and how the rate jumps; else None."""
+        cfg = self.config
+        if cfg.schedule == "constant" or self.planned_epochs in (None, cfg.epochs) or self.finished:
+            return None
+        per_epoch, step = self.steps_per_epoch, self.epoch * self.steps_per_epoch + self.batch
+        before = learning_rate(cfg, max(step - 1, 0), self.planned_epochs * per_epoch)
+        after = learning_rate(cfg, step, cfg.epochs * per_epoch)
+        return (
+            f"note: the cosine schedule was planned over {plural(self.planned_epochs, 'epoch')} and now anneals "
+            f"over {cfg.epochs}, so the learning rate goes from {before:.3g} at the last step to {after:.3g} "
+            "at the next"
+        )
+
     def describe(self) -> str:
         sizes = [self.dataset.features, *self.config.hidden, len(self.dataset.classes)]
         count = sum(p.numel() for p in self.model.parameters())
@@ -317,9 +406,9 @@ class Run:
         if self.config.dropout:
             extras.append(f"dropout {self.config.dropout:g}")
         return (
-            f"MLP {'-'.join(map(str, sizes))} {self.config.activation}, {count:,} parameters; {opt}"
-            f"{', ' + ', '.join(extras) if extras else ''}; batch {self.config.batch_size}, "
-            f"{self.config.epochs} epochs, seed {self.config.seed}, on {self.device}"
+            f"MLP {'-'.join(map(str, sizes))} {self.config.activation}, {plural(count, 'parameter', thousands=True)}; "
+            f"{opt}{', ' + ', '.join(extras) if extras else ''}; batch {self.config.batch_size}, "
+            f"{plural(self.config.epochs, 'epoch')}, seed {self.config.seed}, on {self.device}"
         )
 
     def save(self) -> None:
@@ -336,8 +425,15 @@ class Run:
             "normalization": self.normalization.to_dict(),
             "data": _dataset_summary(self.dataset),
             "rng": self.rng,
+            "schedule": {
+                "name": self.config.schedule,
+                "epochs": self.config.epochs,
+                "total_steps": self.config.epochs * self.steps_per_epoch,
+            },
         }
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, meta)
+        self.saved_at = (self.epoch, self.batch)
+        self.planned_epochs = self.config.epochs
 
     def fit(
         self,
@@ -357,6 +453,13 @@ class Run:
         and the running metrics are summed there, so a step is one graph launch and
         the host waits for the device only to show progress and at the epoch's end.
         The same seed gives the same metrics with and without it.
+
+        A batch whose loss is NaN or infinite raises ``NonFiniteLoss`` without
+        saving, so the checkpoint on disk stays the last good state. On the CPU
+        each step is checked; on a GPU the check is summed on the device with the
+        metrics and read with them (for the progress bar, at a stop, at the
+        epoch's end), so no step waits for the host, and nothing is saved before
+        it is read.
         """
         cfg = self.config
         train_x = self.normalization(self.dataset.x_train)
@@ -365,52 +468,66 @@ class Run:
             train_x, self.dataset.y_train, cfg.batch_size, shuffle=True, seed=cfg.seed, device=self.device
         )
         test_loader = BatchLoader(test_x, self.dataset.y_test, EVAL_BATCH, device=self.device)
-        total_steps = cfg.epochs * len(loader)
+        batches = len(loader)
+        total_steps = cfg.epochs * batches
         # Running sums of the epoch on the device (Backend.accumulate_metrics says which).
         totals = gp.zeros(get_backend(self.device).METRICS, dtype=gp.float64, device=self.device)
         step = _training_step(self.model, self.optimizer, *loader.tensors(), totals)
         use_jit = self.device != "cpu" if jit is None else jit
         if use_jit:
             step = gp.jit(step)
+        on_host = self.device == "cpu"  # where reading the totals costs no wait
         _set_rng_states(self.rng)
         self.model.train()
         while self.epoch < cfg.epochs:
             started = time.perf_counter()
             progress = self.progress
+            first_batch = self.batch  # the batches the totals count start after this one
             resumed = [progress.loss_sum, progress.correct, 0.0, 0.0]
             totals.copy_(gp.tensor(resumed, dtype=gp.float64, device=self.device))
             seen = progress.seen
+            lr_first, lr_last = progress.lr_first, progress.lr_last
             shown = bar(self.epoch, loader.samples, seen) if bar else Bar()
             shown_at = started
-            # The rate of the last step taken, for the history of an epoch resumed after its last batch.
-            lr = learning_rate(cfg, max(self.epoch * len(loader) + self.batch - 1, 0), total_steps)
             try:
                 for index in loader.index_batches(self.epoch, start=self.batch):
-                    lr = learning_rate(cfg, self.epoch * len(loader) + self.batch, total_steps)
+                    lr = learning_rate(cfg, self.epoch * batches + self.batch, total_steps)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     step(index)
+                    lr_first = lr if lr_first is None else lr_first
+                    lr_last = lr
                     n = len(index)
                     seen += n
                     self.batch += 1
+                    if on_host:
+                        self._read_totals(totals, first_batch, batches)
                     # Reading the loss waits for the device: only for a bar that shows it, a few times a second.
                     now = time.perf_counter()
                     if shown.draws and now - shown_at >= SHOW_LOSS_SECONDS:
                         shown_at = now
-                        shown.update(n, float(totals.numpy()[0]) / seen)
+                        shown.update(n, float(self._read_totals(totals, first_batch, batches)[0]) / seen)
                     else:
                         shown.update(n)
                     if should_stop():
-                        loss_sum, correct = totals.numpy()[:2]
+                        loss_sum, correct = self._read_totals(totals, first_batch, batches)[:2]
                         self.progress = _EpochProgress(
-                            float(loss_sum), int(correct), seen, progress.seconds + time.perf_counter() - started
+                            float(loss_sum),
+                            int(correct),
+                            seen,
+                            progress.seconds + time.perf_counter() - started,
+                            lr_first,
+                            lr_last,
                         )
                         self.rng = _rng_states(self.device)
                         self.save()
                         raise TrainingInterrupted(self.checkpoint_path, self.epoch, self.batch)
-                loss_sum, correct = totals.numpy()[:2]  # waits for the epoch's last step
+                # Waits for the epoch's last step.
+                loss_sum, correct = self._read_totals(totals, first_batch, batches)[:2]
             finally:
                 shown.close()
+            if lr_last is None:  # an older checkpoint, resumed after the epoch's last batch
+                lr_first = lr_last = learning_rate(cfg, max(self.epoch * batches + self.batch - 1, 0), total_steps)
 
             seconds = progress.seconds + time.perf_counter() - started
             test = evaluate(self.model, test_loader, len(self.dataset.classes))
@@ -420,7 +537,8 @@ class Run:
                 "train_acc": int(correct) / seen,
                 "test_loss": test.loss,
                 "test_acc": test.accuracy,
-                "lr": lr,
+                "lr_first": lr_first,
+                "lr_last": lr_last,
                 "seconds": round(seconds, 3),
                 "samples_per_s": round((seen - progress.seen) / max(seconds - progress.seconds, 1e-9), 1),
             }
@@ -435,6 +553,22 @@ class Run:
             if should_stop() and not self.finished:
                 raise TrainingInterrupted(self.checkpoint_path, self.epoch, 0)
         return self.history
+
+    def _read_totals(self, totals: gp.Tensor, first_batch: int, batches: int) -> np.ndarray:
+        """The epoch's totals on the host (this waits for the device); NonFiniteLoss
+        when a batch's loss was not finite (``first_batch``: the batches done before
+        the totals were last reset)."""
+        values = totals.numpy()
+        if values[3]:
+            saved = self.saved_at
+            raise NonFiniteLoss(
+                self.epoch,
+                first_batch + int(values[3]),
+                batches,
+                self.checkpoint_path if saved is not None else None,
+                _position(*saved) if saved is not None else None,
+            )
+        return values
 
 
 def _training_step(
@@ -461,16 +595,18 @@ def evaluate_checkpoint(
     checkpoint: Checkpoint, data: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH
 ) -> tuple[Evaluation, Dataset]:
     """Rebuilds the checkpoint's model and evaluates it on its data set's test split
-    (read from ``data`` when given, else from the folder it was trained on)."""
+    (read from ``data`` when given, else from the folder it was trained on; the
+    training split is not needed: the normalisation is saved in the checkpoint)."""
     try:
         config = TrainConfig.from_dict(checkpoint.meta["config"])
         normalization = Standardize.from_dict(checkpoint.meta["normalization"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{checkpoint.path}: damaged checkpoint metadata ({err})") from err
-    dataset = load_dataset(config.dataset, data if data is not None else config.data)
+    dataset = load_dataset(config.dataset, data if data is not None else config.data, splits=("test",))
     _check_dataset(checkpoint, dataset, keys=("features", "classes"))
     device = resolve_device(device)
-    model = build_model(dataset.features, len(dataset.classes), config).to(device)
+    check_memory(config, dataset, device, training=False, eval_batch=batch_size)
+    model = build_model(dataset.features, len(dataset.classes), config, device)
     checkpoint.load_model(model)
     loader = BatchLoader(normalization(dataset.x_test), dataset.y_test, batch_size, device=device)
     return evaluate(model, loader, len(dataset.classes)), dataset
@@ -484,6 +620,11 @@ def format_epoch(row: dict[str, Any], epochs: int) -> str:
         f"train acc {row['train_acc']:.4f}  test acc {row['test_acc']:.4f}  "
         f"{row['seconds']:.1f}s ({row['samples_per_s']:,.0f} samples/s)"
     )
+
+
+def _position(epoch: int, batch: int) -> str:
+    """Where a checkpoint stands, in words: "saved after epoch 2" or "saved in epoch 3, after batch 7"."""
+    return f"saved after epoch {epoch}" if batch == 0 else f"saved in epoch {epoch + 1}, after batch {batch}"
 
 
 def _rng_states(device: str) -> dict[str, Any]:

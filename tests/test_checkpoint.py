@@ -11,7 +11,7 @@ import pytest
 import gpubp as gp
 from gpubp.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from gpubp.data import make_spirals
-from gpubp.training import Run, TrainConfig, TrainingInterrupted, build_model, build_optimizer
+from gpubp.training import NonFiniteLoss, Run, TrainConfig, TrainingInterrupted, build_model, build_optimizer
 
 
 def _tiny_model_and_optimizer(optimizer: str = "adam") -> tuple[gp.nn.Sequential, gp.optim.Optimizer]:
@@ -186,3 +186,66 @@ def test_same_seed_same_metrics_different_seed_different(tmp_path: Path) -> None
     histories = [_without_timing(r.fit(log=lambda _: None)) for r in (*runs, other)]
     assert histories[0] == histories[1]
     assert histories[0] != histories[2]
+
+
+def test_not_a_zip_archive_is_not_a_gpubp_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "random.npz").write_bytes(bytes(range(256)))
+    with pytest.raises(CheckpointError, match=r"random.npz: not a gpubp checkpoint \(those are .npz archives"):
+        load_checkpoint(tmp_path / "random.npz")
+    np.save(tmp_path / "array.npy", np.zeros(3))  # np.load would return the array
+    with pytest.raises(CheckpointError, match=r"array.npy: not a gpubp checkpoint"):
+        load_checkpoint(tmp_path / "array.npy")
+
+
+def test_a_nan_after_a_mid_epoch_checkpoint_keeps_that_checkpoint(tmp_path: Path) -> None:
+    config = _config("sgd")
+    first = Run.create(config, DATA, tmp_path)
+    with pytest.raises(TrainingInterrupted):
+        first.fit(log=lambda _: None, should_stop=_StopAfter(1))  # saved after batch 1 of epoch 1
+    saved = (tmp_path / "checkpoint.npz").read_bytes()
+
+    x_train = DATA.x_train.copy()
+    order = np.random.default_rng([config.seed, 0]).permutation(len(x_train))
+    x_train[order[32 * 3 + 5]] = np.nan  # in the fourth batch of the first epoch
+    poisoned = type(DATA)(**{**DATA.__dict__, "x_train": x_train})
+    resumed = Run.resume(load_checkpoint(tmp_path / "checkpoint.npz"), config, poisoned, tmp_path)
+    with pytest.raises(NonFiniteLoss) as stopped:
+        resumed.fit(log=lambda _: None)
+    assert str(stopped.value).endswith(
+        f"in epoch 1 at batch 4 of 7, so training stopped (check the data for NaN or inf, or lower --lr); "
+        f"{tmp_path}/checkpoint.npz (saved in epoch 1, after batch 1) is kept"
+    )
+    assert (stopped.value.epoch, stopped.value.batch) == (0, 4)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == saved
+
+
+def test_a_checkpoint_without_the_schedule_and_rates_resumes(tmp_path: Path) -> None:
+    """Checkpoints written before the schedule and the epoch's rates were recorded."""
+    run = Run.create(_config("adam"), DATA, tmp_path)
+    with pytest.raises(TrainingInterrupted):
+        run.fit(log=lambda _: None, should_stop=_StopAfter(7))  # after the last batch of epoch 1
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.npz")
+    del checkpoint.meta["schedule"]
+    for key in ("lr_first", "lr_last"):
+        del checkpoint.meta["progress"][key]
+    resumed = Run.resume(checkpoint, _config("adam"), DATA, tmp_path)
+    assert resumed.planned_epochs == 3 and resumed.schedule_change() is None
+    history = resumed.fit(log=lambda _: None)
+    assert history[0]["lr_first"] == history[0]["lr_last"] > history[1]["lr_first"]
+
+
+def test_metrics_rows_of_an_older_checkpoint_keep_their_rate_as_the_last(tmp_path: Path) -> None:
+    run = Run.create(_config("adam"), DATA, tmp_path)
+    with pytest.raises(TrainingInterrupted):
+        run.fit(log=lambda _: None, should_stop=_StopAfter(9))  # 7 batches, the epoch's end, 1 more
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.npz")
+    (row,) = checkpoint.meta["history"]
+    last = row.pop("lr_last")
+    del row["lr_first"]
+    row["lr"] = last
+    resumed = Run.resume(checkpoint, _config("adam"), DATA, tmp_path)
+    assert resumed.history[0]["lr_first"] is None and resumed.history[0]["lr_last"] == last
+    assert "lr" not in resumed.history[0]
+    resumed.fit(log=lambda _: None)
+    with open(tmp_path / "metrics.csv") as f:
+        assert f.read().splitlines()[1].split(",")[5:7] == ["", repr(last)]

@@ -216,3 +216,297 @@ def test_no_png_and_no_error_without_matplotlib(tmp_path: Path, monkeypatch: pyt
     written = write_metrics(tmp_path, [row], {"seed": 0})
     assert [p.name for p in written] == ["metrics.csv", "metrics.json"]
     assert not (tmp_path / "curves.png").exists()
+
+
+# -- issue 11: the command line as a new user found it ----------------------------------------------------------------
+
+ONE_EPOCH = ["--hidden", "32", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--no-progress"]
+
+
+def _run_python(*args: str, **kwargs: object) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-m", "gpubp", *args], env=env, **kwargs)  # type: ignore[call-overload]
+
+
+def test_a_model_too_large_for_memory_is_one_line_before_allocating(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.perf_counter()
+    status = _train(tmp_path, mnist_like_dir, "--hidden", "1000000000")
+    line = _one_line_error(capsys)
+    assert status == 2
+    assert "training the MLP 100-1000000000-10 (111 G parameters) needs about" in line
+    assert "TB of host memory, with" in line and "available; choose smaller --hidden sizes" in line
+    assert time.perf_counter() - started < 10  # nothing was allocated
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_a_changed_lr_names_the_rate_the_run_used(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "run")
+    assert main(["train", "--dataset", "mnist", "--data", str(mnist_like_dir), "--out", out, *ONE_EPOCH]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", out, "--resume", "--lr", "0.5"]) == 2
+    assert "--lr 0.5 differs from the resumed run's 0.001;" in _one_line_error(capsys)  # Adam's default
+    assert main(["train", "--out", out, "--resume", "--lr", "0.001"]) == 0  # the same rate, said explicitly
+    assert "already trained 1 epoch;" in capsys.readouterr().out
+
+
+def test_resume_message_and_code_agree_on_what_may_change(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import fields
+
+    from gpubp.cli import RESUMABLE, RUN_OPTIONS, build_parser
+    from gpubp.training import TrainConfig
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    options = {a.dest for a in train._actions if a.dest != "help"}
+    settings = {f.name for f in fields(TrainConfig)}
+    assert options == settings | set(RUN_OPTIONS) | {"out", "resume"}
+    assert set(RESUMABLE) < settings
+
+    out = str(tmp_path / "run")
+    assert _train(tmp_path, mnist_like_dir) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", out, "--resume", "--seed", "3"]) == 2
+    assert _one_line_error(capsys).endswith(
+        "--seed 3 differs from the resumed run's 0; a resumed run keeps its settings: only --epochs, --device "
+        "and --data may change (and the run options --threads, --no-jit and --no-progress)"
+    )
+    # Every option the message names may change.
+    resumed = ["train", "--out", out, "--resume", "--epochs", "3", "--device", "cpu"]
+    resumed += ["--data", str(mnist_like_dir), "--threads", "1", "--no-jit", "--no-progress"]
+    assert main(resumed) == 0
+    assert load_checkpoint(Path(out) / "checkpoint.npz").meta["epoch"] == 3
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    for name in ("random.npz", "notes.txt", "array.npy"):
+        assert main(["eval", str(tmp_path / name)]) == 1
+        line = _one_line_error(capsys)
+        assert line.endswith(f"{name}: not a gpubp checkpoint (those are .npz archives, and this file is not one)")
+        assert "pickle" not in line and "unsafe" not in line
+
+
+def test_eval_into_a_closed_pipe_exits_quietly(tmp_path: Path, mnist_like_dir: Path) -> None:
+    """`gpubp eval RUN | head -1`: the reader is gone before the output is written."""
+    assert _train(tmp_path, mnist_like_dir, "--no-progress") == 0
+    proc = _run_python("eval", str(tmp_path / "run"), "--device", "cpu", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # type: ignore[union-attr]
+    _, stderr = proc.communicate(timeout=60)
+    assert stderr == b""
+    assert proc.returncode == 141  # 128 + SIGPIPE, as `seq 1000000 | head -1` gives
+
+
+def test_eval_piped_into_head_prints_the_first_line(tmp_path: Path, mnist_like_dir: Path) -> None:
+    assert _train(tmp_path, mnist_like_dir, "--no-progress") == 0
+    proc = _run_python("eval", str(tmp_path / "run"), "--device", "cpu", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # type: ignore[union-attr]
+    proc.stdout.close()  # type: ignore[union-attr]
+    _, stderr = proc.communicate(timeout=60)
+    assert first.startswith(b"mnist test split") and stderr == b""
+    assert proc.returncode in (0, 141)  # 0 when everything was written before the pipe closed
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("file", "--out {tmp}/file is a file, not a folder"),
+        ("file/run", "--out {tmp}/file/run: {tmp}/file is a file, not a folder"),
+        ("/proc/self/run", "--out /proc/self/run: cannot write in /proc/self ("),
+    ],
+)
+def test_an_unusable_out_is_one_line_before_anything_is_written(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str], out: str, message: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    target = out if out.startswith("/") else str(tmp_path / out)
+    status = main(["train", "--dataset", "mnist", "--data", str(mnist_like_dir), "--out", target, *ONE_EPOCH])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.err.strip() == f"gpubp train: error: {message.format(tmp=tmp_path)}" or (
+        message.endswith("(") and captured.err.startswith(f"gpubp train: error: {message}")
+    )
+    assert "writing" not in captured.out and captured.out == ""
+
+
+def test_data_naming_a_file_says_it_is_not_a_folder(mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gz = mnist_like_dir / "train-images-idx3-ubyte.gz"
+    assert main(["train", "--dataset", "mnist", "--data", str(gz), *ONE_EPOCH]) == 1
+    line = _one_line_error(capsys)
+    assert f"mnist: {gz} is a file, not a folder; pass --data DIR naming the folder that holds" in line
+    assert "does not exist" not in line
+
+
+def test_eval_reads_only_the_test_split(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train(tmp_path, mnist_like_dir, "--no-progress") == 0
+    capsys.readouterr()
+    test_only = tmp_path / "test-only"
+    test_only.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (test_only / name).write_bytes((mnist_like_dir / name).read_bytes())
+    assert main(["eval", str(tmp_path / "run"), "--data", str(test_only), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"mnist test split ({test_only}): 100 samples" in out and "test accuracy" in out
+
+
+def test_hidden_none_is_asked_for_by_name_and_empty_is_rejected(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train(tmp_path, mnist_like_dir, "--hidden", "") == 2
+    assert "argument --hidden: give layer sizes like 256,128, or none for no hidden layer" in _one_line_error(capsys)
+    assert main(["train", "--hidden", " "]) == 2
+    assert "or none for no hidden layer" in _one_line_error(capsys)
+    assert _train(tmp_path, mnist_like_dir, "--hidden", "none", "--no-progress") == 0
+    assert "MLP 100-10 sigmoid, 1,010 parameters" in capsys.readouterr().out
+
+
+def test_mnist_without_data_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--dataset", "mnist", *ONE_EPOCH]) == 1
+    assert "MNIST has no default folder: pass --data DIR naming a folder" in _one_line_error(capsys)
+
+
+def test_counts_of_one_are_singular(tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "run")
+    assert main(["train", "--dataset", "mnist", "--data", str(mnist_like_dir), "--out", out, *ONE_EPOCH]) == 0
+    printed = capsys.readouterr().out
+    assert "batch 32, 1 epoch, seed 0" in printed and "after 1 epoch (" in printed
+    assert main(["train", "--out", out, "--resume"]) == 0
+    assert "has already trained 1 epoch; pass a larger --epochs" in capsys.readouterr().out
+    assert "1 epochs" not in printed
+
+
+def test_cupy_hint_gives_the_install_command_of_a_checkout_and_of_a_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gpubp as gp
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
+    reason = gp.cuda.unavailable_reason()
+    assert reason is not None
+    assert "pip install -e \".[cuda]\" in a gpubp checkout, pip install 'gpubp[cuda]' for an installed gpubp" in reason
+
+
+def test_extending_a_cosine_run_says_the_rate_jumps_and_the_metrics_show_it(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpubp.training import TrainConfig, learning_rate
+
+    out = tmp_path / "run"
+    assert _train(tmp_path, mnist_like_dir, "--no-progress") == 0  # 2 epochs of 10 batches, cosine from 0.01
+    assert load_checkpoint(out / "checkpoint.npz").meta["schedule"] == {
+        "name": "cosine",
+        "epochs": 2,
+        "total_steps": 20,
+    }
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    two, three = TrainConfig(lr=0.01, epochs=2), TrainConfig(lr=0.01, epochs=3)
+    last, following = learning_rate(two, 19, 20), learning_rate(three, 20, 30)
+    assert (
+        f"note: the cosine schedule was planned over 2 epochs and now anneals over 3, so the learning rate goes "
+        f"from {last:.3g} at the last step to {following:.3g} at the next"
+    ) in printed
+    assert load_checkpoint(out / "checkpoint.npz").meta["schedule"]["total_steps"] == 30
+
+    rows = json.loads((out / "metrics.json").read_text())["epochs"]
+    assert [(r["lr_first"], r["lr_last"]) for r in rows] == [
+        (0.01, learning_rate(two, 9, 20)),
+        (learning_rate(two, 10, 20), last),
+        (following, learning_rate(three, 29, 30)),
+    ]
+    assert rows[2]["lr_first"] > 10 * rows[1]["lr_last"]  # the jump, visible in the metrics
+    with open(out / "metrics.csv") as f:
+        table = list(csv.DictReader(f))
+    assert float(table[2]["lr_first"]) == following and "lr" not in table[2]
+    # A constant schedule has nothing to announce.
+    constant = tmp_path / "constant"
+    args = ["--dataset", "mnist", "--data", str(mnist_like_dir), *ONE_EPOCH, "--schedule", "constant"]
+    assert main(["train", "--out", str(constant), *args]) == 0
+    assert main(["train", "--out", str(constant), "--resume", "--epochs", "2"]) == 0
+    assert "note: the cosine schedule" not in capsys.readouterr().out
+
+
+def _with_nan_pixel(real_load: object, sample: int) -> object:
+    def load(name: str, folder: object, *args: object, **kwargs: object) -> object:
+        data = real_load(name, folder, *args, **kwargs)  # type: ignore[operator]
+        data.x_train[sample, 3] = np.nan
+        return data
+
+    return load
+
+
+def test_a_nan_in_the_data_stops_training_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpubp.cli
+    from gpubp.data import BatchLoader
+
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "mnist", "--data", str(mnist_like_dir), "--out", str(out), *ONE_EPOCH]
+    assert main(args) == 0
+    good = (out / "checkpoint.npz").read_bytes()
+    metrics = (out / "metrics.csv").read_text()
+    capsys.readouterr()
+
+    # MNIST-format pixels are bytes and cannot be NaN: the data set gets one after loading.
+    sample = 123
+    monkeypatch.setattr(gpubp.cli, "load_dataset", _with_nan_pixel(gpubp.cli.load_dataset, sample))
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "3"]) == 1
+    order = BatchLoader(np.zeros((300, 1)), np.zeros(300), 32, shuffle=True, seed=0).order(1)
+    batch = int(np.flatnonzero(order == sample)[0]) // 32 + 1
+    assert _one_line_error(capsys) == (
+        f"gpubp train: error: the training loss became NaN or infinite in epoch 2 at batch {batch} of 10, so "
+        f"training stopped (check the data for NaN or inf, or lower --lr); {out}/checkpoint.npz (saved after "
+        "epoch 1) is kept"
+    )
+    assert (out / "checkpoint.npz").read_bytes() == good
+    assert (out / "metrics.csv").read_text() == metrics
+
+
+def test_a_nan_in_the_first_epoch_saves_nothing(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpubp.cli
+
+    monkeypatch.setattr(gpubp.cli, "load_dataset", _with_nan_pixel(gpubp.cli.load_dataset, 0))
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data", str(mnist_like_dir), "--out", str(out), *ONE_EPOCH]) == 1
+    # The standardisation fitted on the data is NaN, so the very first batch is.
+    assert _one_line_error(capsys).endswith(
+        "in epoch 1 at batch 1 of 10, so training stopped (check the data for NaN or inf, or lower --lr); "
+        "no checkpoint was saved"
+    )
+    assert not (out / "checkpoint.npz").exists()
+
+
+def test_memory_error_the_estimate_missed_is_one_line(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpubp.cli
+
+    def out_of_memory(*args: object) -> None:
+        raise MemoryError("Unable to allocate 373. GiB for an array with shape (1000000000, 100)")
+
+    monkeypatch.setattr(gpubp.cli.Run, "create", out_of_memory)
+    assert _train(tmp_path, mnist_like_dir) == 2
+    assert _one_line_error(capsys) == (
+        "gpubp train: error: out of memory: Unable to allocate 373. GiB for an array with shape (1000000000, 100); "
+        "choose smaller --hidden sizes"
+    )
+
+
+def test_a_diverging_run_stops_with_one_line_and_no_warnings(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _train(tmp_path, mnist_like_dir, "--activation", "relu", "--optimizer", "sgd", "--lr", "1e10")
+    line = _one_line_error(capsys)  # no RuntimeWarning lines from NumPy before it
+    assert status == 1
+    assert "the training loss became NaN or infinite in epoch 1 at batch" in line and "lower --lr" in line
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()

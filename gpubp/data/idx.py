@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpubp.progress import plural
+
 # Type code -> big-endian dtype, as the format's specification lists them.
 TYPE_CODES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
@@ -44,7 +46,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     raw = _read_bytes(path)
     if len(raw) < 4:
-        raise IDXError(f"{path}: truncated IDX file ({len(raw)} bytes, shorter than the 4-byte magic number)")
+        raise IDXError(f"{path}: truncated IDX file ({plural(len(raw), 'byte')}, shorter than the 4-byte magic number)")
     zero, code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
     if zero != 0 or code not in TYPE_CODES:
         raise IDXError(
@@ -54,7 +56,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise IDXError(
-            f"{path}: truncated IDX file (the header needs {header} bytes for {ndim} dimensions, got {len(raw)})"
+            f"{path}: truncated IDX file (the header needs {header} bytes for {plural(ndim, 'dimension')}, "
+            f"got {len(raw)})"
         )
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = TYPE_CODES[code]
@@ -66,7 +69,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"{expected} data bytes; found {got})"
         )
     if got > expected:
-        raise IDXError(f"{path}: {got - expected} unexpected bytes after the data of shape {shape}")
+        raise IDXError(f"{path}: {plural(got - expected, 'unexpected byte')} after the data of shape {shape}")
     array = np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(shape)
     # A native-order copy: frombuffer's view is read-only and may be big-endian.
     return array.astype(dtype.newbyteorder("="))
@@ -106,7 +109,9 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     array = np.asarray(array)
     code = _CODES_BY_KIND.get((array.dtype.kind, array.dtype.itemsize))
     if code is None or array.ndim > 255:
-        raise ValueError(f"write_idx: cannot store an array of {array.dtype} with {array.ndim} dimensions as IDX")
+        raise ValueError(
+            f"write_idx: cannot store an array of {array.dtype} with {plural(array.ndim, 'dimension')} as IDX"
+        )
     header = bytes([0, 0, code, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
     body = np.ascontiguousarray(array, dtype=TYPE_CODES[code]).tobytes()
     if compress is None:

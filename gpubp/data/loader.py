@@ -8,6 +8,7 @@ import numpy as np
 
 import gpubp as gp
 from gpubp.backends import get_backend
+from gpubp.progress import plural
 from gpubp.tensor import Tensor, _wrap
 
 
@@ -37,11 +38,13 @@ class BatchLoader:
         device: str = "cpu",
     ) -> None:
         if len(x) != len(y):
-            raise ValueError(f"BatchLoader: {len(x)} inputs but {len(y)} labels")
+            raise ValueError(f"BatchLoader: {plural(len(x), 'input')} but {plural(len(y), 'label')}")
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"BatchLoader: batch_size must be a positive integer, got {batch_size!r}")
         if drop_last and len(x) < batch_size:
-            raise ValueError(f"BatchLoader: drop_last with batch_size {batch_size} leaves no batch of {len(x)} samples")
+            raise ValueError(
+                f"BatchLoader: drop_last with batch_size {batch_size} leaves no batch of {plural(len(x), 'sample')}"
+            )
         self.x = x
         self.y = y
         self.batch_size = batch_size

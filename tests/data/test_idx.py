@@ -181,3 +181,35 @@ def test_real_fashion_mnist_test_split() -> None:
     labels = read_labels(Path(FASHION_MNIST_DIR) / "t10k-labels-idx1-ubyte.gz", classes=10)
     assert images.shape == (10000, 28, 28)
     assert np.bincount(labels).tolist() == [1000] * 10
+
+
+def test_the_test_split_alone_is_read_without_the_training_files(mnist_like_dir: Path) -> None:
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (mnist_like_dir / name).unlink()
+    data = load_dataset("mnist", mnist_like_dir, splits=("test",))
+    assert data.x_test.shape == (100, 100) and data.x_train.shape == (0, 100) and data.y_train.shape == (0,)
+    assert data.features == 100
+    assert data.describe().startswith("mnist: 100 test samples, 100 features, 10 classes")
+    with pytest.raises(DataNotFoundError, match="has no train-images-idx3-ubyte.gz"):
+        load_dataset("mnist", mnist_like_dir)
+    with pytest.raises(ValueError, match="splits must be among"):
+        load_idx_folder(mnist_like_dir, "mnist", splits=("validation",))
+
+
+def test_a_file_given_as_the_data_folder_is_named_a_file(mnist_like_dir: Path) -> None:
+    gz = mnist_like_dir / "t10k-images-idx3-ubyte.gz"
+    with pytest.raises(DataNotFoundError, match=r"t10k-images-idx3-ubyte.gz is a file, not a folder; pass --data DIR"):
+        load_dataset("fashion-mnist", gz)
+
+
+def test_counts_of_one_are_singular_in_messages(tmp_path: Path) -> None:
+    write_idx(tmp_path / "one", np.zeros(1, dtype=np.uint8))
+    (tmp_path / "one").write_bytes((tmp_path / "one").read_bytes() + b"\x00")
+    with pytest.raises(IDXError, match="1 unexpected byte after"):
+        read_idx(tmp_path / "one")
+    for prefix in ("train", "t10k"):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", _images(1))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.zeros(1, dtype=np.uint8))
+    data = load_idx_folder(tmp_path, "mnist")
+    assert data.describe().startswith("mnist: 1 train and 1 test samples, 12 features, 10 classes")
+    assert load_idx_folder(tmp_path, "mnist", splits=("test",)).describe().startswith("mnist: 1 test sample, ")
