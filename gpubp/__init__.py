@@ -10,17 +10,22 @@ from gpubp.creation import arange, full, ones, ones_like, rand, randn, tensor, z
 from gpubp.dtypes import bool_, float16, float32, float64, int32, int64, uint8
 from gpubp.grad_mode import enable_grad, is_grad_enabled, no_grad
 from gpubp.gradcheck import GradcheckError, GradcheckResult, gradcheck
+from gpubp.interop import from_dlpack
 from gpubp.jit import CaptureError, jit
-from gpubp.ops.activation import log_softmax, relu, sigmoid, softmax, tanh
+from gpubp.ops.activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
 from gpubp.ops.convert import cast, move
 from gpubp.ops.dropout import dropout
-from gpubp.ops.elementwise import exp, log
+from gpubp.ops.elementwise import abs, exp, log, sqrt  # noqa: A004 (PyTorch's names)
+from gpubp.ops.join import cat, stack
 from gpubp.ops.linear import linear
-from gpubp.ops.loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss
+from gpubp.ops.loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
 from gpubp.ops.matmul import matmul
-from gpubp.ops.reduce import max, mean, sum  # noqa: A004 (PyTorch's names)
-from gpubp.ops.shape import reshape, transpose
+from gpubp.ops.operands import promote_types, result_type
+from gpubp.ops.reduce import argmax, argmin, max, mean, min, std, sum, var  # noqa: A004 (PyTorch's names)
+from gpubp.ops.select import clamp, maximum, minimum, where
+from gpubp.ops.shape import clone, flatten, permute, reshape, squeeze, t, transpose, unsqueeze
 from gpubp.random import get_rng_state, manual_seed, set_rng_state
+from gpubp.serialization import SerializationError, load, save
 from gpubp.tensor import Function, Tensor
 
 __version__ = "0.1.0"
@@ -55,16 +60,44 @@ __all__ = [
     "sigmoid",
     "tanh",
     "relu",
+    "leaky_relu",
+    "gelu",
     "softmax",
     "log_softmax",
     "exp",
     "log",
+    "sqrt",
+    "abs",
     "sum",
     "mean",
     "max",
+    "min",
+    "std",
+    "var",
+    "argmax",
+    "argmin",
     "matmul",
     "reshape",
+    "flatten",
+    "squeeze",
+    "unsqueeze",
+    "permute",
     "transpose",
+    "t",
+    "clone",
+    "cat",
+    "stack",
+    "where",
+    "maximum",
+    "minimum",
+    "clamp",
+    "result_type",
+    "promote_types",
+    "from_dlpack",
+    "save",
+    "load",
+    "SerializationError",
+    "nll_loss",
     "linear",
     "dropout",
     "cross_entropy",

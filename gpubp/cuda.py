@@ -12,13 +12,20 @@ from typing import Any
 _tf32 = False  # TF32 GEMMs for float32: off unless set_tf32(True)
 
 
+class OutOfMemoryError(MemoryError):
+    """A GPU allocation that did not fit. The message says how much was asked for
+    and how much the device has free; the error is also CuPy's OutOfMemoryError
+    (and a MemoryError), so code catching either still catches it."""
+
+
 def _import_cupy() -> Any:
     try:
         import cupy
     except ImportError as err:
         raise RuntimeError(
-            "device 'cuda' needs CuPy, which is not installed: pip install 'gpubp[cuda]' "
-            "(CuPy for CUDA 13; for CUDA 12 drivers install cupy-cuda12x instead)"
+            "device 'cuda' needs CuPy, which is not installed: pip install -e \".[cuda]\" in a gpubp checkout, "
+            "pip install 'gpubp[cuda]' for an installed gpubp (CuPy for CUDA 13; for CUDA 12 drivers install "
+            "cupy-cuda12x instead)"
         ) from err
     return cupy
 
@@ -94,7 +101,8 @@ def get_backend(index: int) -> Any:
         raise RuntimeError(f"cannot use device 'cuda:{index}': {reason}")
     count = device_count()
     if index >= count:
-        raise RuntimeError(f"cannot use device 'cuda:{index}': only {count} CUDA device(s) present")
+        present = f"only {count} CUDA device is" if count == 1 else f"only {count} CUDA devices are"
+        raise RuntimeError(f"cannot use device 'cuda:{index}': {present} present")
     from gpubp.backends.cupy_backend import CupyBackend
 
     return CupyBackend(index)

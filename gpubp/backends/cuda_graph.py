@@ -95,7 +95,12 @@ class CudaGraph:
         blocks: list[Any] = []
 
         def allocate(size: int) -> Any:
-            memory = pool.malloc(size)
+            try:
+                memory = pool.malloc(size)
+            except cupy.cuda.memory.OutOfMemoryError:
+                from gpubp.backends.cupy_backend import out_of_memory
+
+                raise out_of_memory(size) from None
             blocks.append(memory)  # held until the graph goes: never reused, even when its array is freed
             return memory
 

@@ -50,6 +50,46 @@ _U64 = (1 << 64) - 1
 _SGD_SCALARS = ("lr", "momentum", "keep", "weight_decay", "nesterov", "first_step")
 
 
+class _DeviceOutOfMemory(gp_cuda.OutOfMemoryError, cupy.cuda.memory.OutOfMemoryError):
+    def __init__(self, message: str) -> None:
+        MemoryError.__init__(self, message)  # CuPy's __init__ wants (size, total): the message is ours
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB ({nbytes:,} bytes)"
+
+
+def out_of_memory(size: int) -> gp_cuda.OutOfMemoryError:
+    """gpubp's error for a device allocation of ``size`` bytes that did not fit
+    (CuPy's pool has already freed its cached blocks and tried again)."""
+    device = cupy.cuda.runtime.getDevice()
+    free, total = cupy.cuda.runtime.memGetInfo()
+    pool = cupy.get_default_memory_pool()
+    return _DeviceOutOfMemory(
+        f"cuda:{device} is out of memory: asked for {_gib(size)}, and the device has {_gib(free)} free of "
+        f"{_gib(total)} ({_gib(pool.used_bytes())} of it in use by CuPy's memory pool in this process)"
+    )
+
+
+def _install_allocator() -> None:
+    """Puts gpubp's error on out-of-memory into CuPy's default allocator (once per
+    process, and only while CuPy's default pool is the allocator, so a user's own
+    allocator is left alone)."""
+    pool = cupy.get_default_memory_pool()
+    current = cupy.cuda.get_allocator()
+    if getattr(current, "__self__", None) is not pool:
+        return
+    malloc = pool.malloc
+
+    def allocate(size: int) -> Any:
+        try:
+            return malloc(size)
+        except cupy.cuda.memory.OutOfMemoryError:
+            raise out_of_memory(size) from None
+
+    cupy.cuda.set_allocator(allocate)
+
+
 def _acc(dtype: np.dtype) -> type:
     """The kernels' arithmetic type for a storage dtype: scalars are passed in it."""
     return np.float64 if dtype == np.float64 else np.float32
@@ -122,6 +162,7 @@ class CupyBackend(Backend):
         self._table_argument = self._table.view(np.dtype((np.void, self._table.nbytes)))
         self._empty = cupy.empty  # every kernel output comes from here (tests poison it with NaN)
         gp_cuda.apply_tf32()
+        _install_allocator()
         self._compile_all()
 
     # -- device, transfers, synchronisation ---------------------------------

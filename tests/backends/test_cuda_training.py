@@ -257,3 +257,13 @@ def test_gradcheck_dropout_on_gpu():
         return gp.dropout(a, 0.4)
 
     gp.gradcheck(fn, [_leaf(8, 7)])
+
+
+# -- running out of device memory -----------------------------------------------------------
+def test_an_allocation_too_big_for_the_device_says_so_in_gpubps_words():
+    free, total = cupy.cuda.runtime.memGetInfo()
+    columns = int(total // 4 // 1000 + 1)  # one float32 matrix larger than the whole device
+    with pytest.raises(gp.cuda.OutOfMemoryError, match=r"cuda:0 is out of memory: asked for .* GiB .* free of") as err:
+        gp.nn.Linear(columns, 1000, device="cuda")
+    assert isinstance(err.value, MemoryError) and isinstance(err.value, cupy.cuda.memory.OutOfMemoryError)
+    assert np.isfinite(gp.ones(3, device="cuda").sum().item())  # the device is usable afterwards
