@@ -175,7 +175,7 @@ class CupyBackend(Backend):
         if capture.current is not None:
             capture.current.host_copy("a host array's copy to the device")
         self.activate()
-        return cupy.asarray(np.ascontiguousarray(array))
+        return cupy.asarray(np.asarray(array, order="C"))  # not ascontiguousarray: it makes a 0-d array 1-d
 
     def to_host(self, array: Any) -> np.ndarray:
         out = cupy.asnumpy(array)  # waits for the queued work: a point to report label errors
@@ -196,7 +196,7 @@ class CupyBackend(Backend):
         if not isinstance(source, CupyBackend):
             return super().receive(array, source)
         with source._cuda_device:
-            array = cupy.ascontiguousarray(array)
+            array = self._contiguous(array)
             ready = cupy.cuda.Event(block=False, disable_timing=True)
             ready.record()
         self.activate()

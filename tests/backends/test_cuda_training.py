@@ -267,3 +267,11 @@ def test_an_allocation_too_big_for_the_device_says_so_in_gpubps_words():
         gp.nn.Linear(columns, 1000, device="cuda")
     assert isinstance(err.value, MemoryError) and isinstance(err.value, cupy.cuda.memory.OutOfMemoryError)
     assert np.isfinite(gp.ones(3, device="cuda").sum().item())  # the device is usable afterwards
+
+
+def test_zero_dimensional_tensors_keep_their_shape_on_the_device():
+    for value in (3.0, np.float32(2.5), np.array(7), gp.tensor(1.5)):
+        t = gp.tensor(value, device="cuda")
+        assert t.shape == () and t.cpu().shape == ()
+    label = gp.tensor(np.int64(2), device="cuda")
+    assert label.shape == ()
