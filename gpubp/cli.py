@@ -1,9 +1,11 @@
-"""The command line: ``gpubp train`` trains an MLP, ``gpubp eval`` scores a checkpoint.
+"""The command line: ``gpubp train`` trains an MLP, ``gpubp eval`` scores a checkpoint,
+``gpubp graph`` draws one training step's tape and its reverse network.
 
 Also run as ``python -m gpubp``. Option errors and problems with the data or a
 checkpoint end with one line on stderr and a non-zero exit status: 2 for bad
 options (a model too large for the memory included), 1 for missing or damaged
-files and for a training loss that became NaN or infinite, 130 when interrupted
+files (Graphviz, which ``gpubp graph`` needs for a picture, included) and for a
+training loss that became NaN or infinite, 130 when interrupted
 with Ctrl-C (after saving a checkpoint that ``--resume`` continues from). When
 the reader of the output goes away (``gpubp eval RUN | head -1``) the command
 stops quietly with 141, as Unix tools ended by SIGPIPE do.
@@ -25,6 +27,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from gpubp import nn
 from gpubp.checkpoint import CheckpointError, load_checkpoint
 from gpubp.cpu_threads import set_blas_threads
 from gpubp.data.datasets import DATASETS, DataNotFoundError, DatasetError, load_dataset
@@ -34,6 +37,7 @@ from gpubp.training import (
     ACTIVATIONS,
     CHECKPOINT_FILE,
     DEFAULT_LR,
+    GRAPH_BATCH,
     OPTIMIZERS,
     SCHEDULES,
     ConfigError,
@@ -42,6 +46,16 @@ from gpubp.training import (
     TrainConfig,
     TrainingInterrupted,
     evaluate_checkpoint,
+    graph_step,
+)
+from gpubp.viz import (
+    DETAILS,
+    NEURON_LIMIT,
+    RENDER_FORMATS,
+    TEXT_FORMATS,
+    GraphvizNotFoundError,
+    draw,
+    unavailable_reason,
 )
 
 # One BLAS thread. On a 2-core machine (2 epochs of the default run, median training
@@ -71,35 +85,16 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``gpubp`` and its subcommands."""
-    parser = _Parser(prog="gpubp", description="Train and evaluate MLPs with the gpubp autodiff engine.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,eval}")
+    parser = _Parser(prog="gpubp", description="Train, evaluate and draw MLPs with the gpubp autodiff engine.")
+    commands = parser.add_subparsers(dest="command", metavar="{train,eval,graph}")
 
     train = commands.add_parser(
         "train",
         help="train an MLP classifier (Fashion-MNIST by default)",
         description="Train an MLP classifier, with a checkpoint and metrics in --out after every epoch.",
     )
-    data = train.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, help=f"data set (default {_DEFAULTS.dataset})")
-    data.add_argument(
-        "--data", metavar="DIR", help="folder with the MNIST-format files (default: the Debian package's folder)"
-    )
-    model = train.add_argument_group("model")
-    model.add_argument(
-        "--hidden",
-        type=_hidden_sizes,
-        metavar="N,N,...",
-        help=f"hidden layer sizes, or none for no hidden layer (default {_show(_DEFAULTS.hidden)})",
-    )
-    model.add_argument(
-        "--activation", choices=tuple(ACTIVATIONS), help=f"hidden activation (default {_DEFAULTS.activation})"
-    )
-    model.add_argument(
-        "--dropout",
-        type=float,
-        metavar="P",
-        help=f"inverted dropout after each hidden layer (default {_DEFAULTS.dropout})",
-    )
+    _add_data_options(train.add_argument_group("data"))
+    _add_model_options(train.add_argument_group("model"))
     optim = train.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, help=f"epochs to train (default {_DEFAULTS.epochs})")
     optim.add_argument("--batch-size", type=int, metavar="N", help=f"samples per step (default {_DEFAULTS.batch_size})")
@@ -149,7 +144,68 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--batch-size", type=int, default=1000, metavar="N", help="samples per forward pass (default 1000)"
     )
+
+    graph = commands.add_parser(
+        "graph",
+        help="draw one training step's tape and its reverse network (no training, no GPU)",
+        description="Draw one training step (forward, loss, backward; no optimizer step) of the model a "
+        "`gpubp train` command line would build, or of a saved run, with its reverse network (gp.viz). "
+        "Writes SVG, PNG or PDF by the suffix of --out with Graphviz's dot, or the DOT text for .dot.",
+    )
+    graph.add_argument(
+        "run", nargs="?", metavar="RUN_DIR", help="a run folder (or checkpoint file) whose model to draw"
+    )
+    _add_data_options(graph.add_argument_group("data"))
+    _add_model_options(graph.add_argument_group("model (without RUN_DIR)"))
+    step = graph.add_argument_group("step")
+    step.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"samples in the step (default {GRAPH_BATCH}; a saved run's first test samples)",
+    )
+    step.add_argument("--seed", type=int, help=f"seed of the weights and dropout masks (default {_DEFAULTS.seed})")
+    drawing = graph.add_argument_group("drawing")
+    drawing.add_argument(
+        "--out", default="graph.svg", metavar="PATH", help="the picture: .svg (default graph.svg), .png, .pdf or .dot"
+    )
+    drawing.add_argument(
+        "--detail",
+        choices=DETAILS,
+        default="layers",
+        help="one box per layer (default), per op, or one node per neuron (nets of up to "
+        f"{NEURON_LIMIT} units per layer)",
+    )
+    drawing.add_argument(
+        "--values", action="store_true", help="print the values and gradients on the nodes (small nets)"
+    )
+    _add_threads(graph)
     return parser
+
+
+def _add_data_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--dataset", choices=DATASETS, help=f"data set (default {_DEFAULTS.dataset})")
+    group.add_argument(
+        "--data", metavar="DIR", help="folder with the MNIST-format files (default: the Debian package's folder)"
+    )
+
+
+def _add_model_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--hidden",
+        type=_hidden_sizes,
+        metavar="N,N,...",
+        help=f"hidden layer sizes, or none for no hidden layer (default {_show(_DEFAULTS.hidden)})",
+    )
+    group.add_argument(
+        "--activation", choices=tuple(ACTIVATIONS), help=f"hidden activation (default {_DEFAULTS.activation})"
+    )
+    group.add_argument(
+        "--dropout",
+        type=float,
+        metavar="P",
+        help=f"inverted dropout after each hidden layer (default {_DEFAULTS.dropout})",
+    )
 
 
 def _add_threads(group: argparse._ActionsContainer) -> None:
@@ -193,17 +249,25 @@ def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("gpubp: error: choose a command: train or eval (see gpubp --help)")
+            raise UsageError("gpubp: error: choose a command: train, eval or graph (see gpubp --help)")
         prog = f"gpubp {args.command}"
         _apply_threads(args)
-        return _train(args) if args.command == "train" else _eval(args)
+        return {"train": _train, "eval": _eval, "graph": _graph}[args.command](args)
     except UsageError as err:
         return _fail(str(err), EXIT_USAGE)
     except ConfigError as err:
         return _fail(f"{prog}: error: {err}", EXIT_USAGE)
     except BrokenPipeError:
         raise  # an OSError, but not an error of the command: main stops quietly
-    except (DataNotFoundError, DatasetError, IDXError, CheckpointError, NonFiniteLoss, OSError) as err:
+    except (
+        DataNotFoundError,
+        DatasetError,
+        IDXError,
+        CheckpointError,
+        NonFiniteLoss,
+        GraphvizNotFoundError,
+        OSError,
+    ) as err:
         return _fail(f"{prog}: error: {err}", EXIT_FAILURE)
     except MemoryError as err:
         # What the estimate before allocating (training.check_memory) did not foresee.
@@ -329,6 +393,50 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"test accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), loss {result.loss:.4f}")
     print()
     print(format_confusion(result.confusion, dataset.classes))
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    kind = out.suffix.lower().lstrip(".")
+    if kind not in RENDER_FORMATS + TEXT_FORMATS:
+        raise ConfigError(f"--out {out}: the suffix names the format: .svg, .png, .pdf, or .dot for the DOT text")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if kind in RENDER_FORMATS:
+        # Before any work: without Graphviz nothing can be drawn, but the DOT text can be written.
+        reason = unavailable_reason()
+        if reason is not None:
+            raise GraphvizNotFoundError(f"cannot draw {out}: {reason}; or write the DOT text with --out {out.stem}.dot")
+    if out.parent != Path() and not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: {out.parent} is not a folder")
+    batch = args.batch_size if args.batch_size is not None else GRAPH_BATCH
+    model_options = ("hidden", "activation", "dropout", "dataset")
+    if args.run is not None:
+        given = [f"--{_flag(name)}" for name in model_options if getattr(args, name) is not None]
+        if given:
+            raise UsageError(
+                f"gpubp graph: error: {_and(given)} {'comes' if len(given) == 1 else 'come'} from the run's "
+                "checkpoint; give RUN_DIR or the model options, not both"
+            )
+        if args.seed is not None and args.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer, got {args.seed}")
+        path = Path(args.run)
+        checkpoint = load_checkpoint(path / CHECKPOINT_FILE if path.is_dir() else path)
+        loss, model = graph_step(checkpoint=checkpoint, data=args.data, batch_size=batch, seed=args.seed)
+    else:
+        names = ("hidden", "activation", "dropout", "dataset", "data", "seed")
+        given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+        config = TrainConfig(**given, batch_size=batch, device="cpu").validate()
+        loss, model = graph_step(config, batch_size=batch)
+    try:
+        draw(loss, out, model=model, detail=args.detail, values=args.values)
+    except ValueError as err:  # a picture the options cannot give (neurons of a large net)
+        raise ConfigError(f"--detail {args.detail}: {str(err).removeprefix('to_dot: ')}") from err
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    sizes = "-".join(map(str, [linears[0].in_features] + [m.out_features for m in linears]))
+    samples = plural(int(loss.grad_fn.inputs[0].shape[0]), "sample")
+    print(f"wrote {out}: one training step (forward, loss, backward) of the MLP {sizes} on {samples}")
     return 0
 
 

@@ -525,11 +525,11 @@ class Tensor:
     def relu(self) -> Tensor:
         return activation.relu(self)
 
-    def softmax(self, axis: int = -1) -> Tensor:
-        return activation.softmax(self, axis)
+    def softmax(self, dim: int = -1, *, axis: int | None = None) -> Tensor:
+        return activation.softmax(self, dim, axis=axis)
 
-    def log_softmax(self, axis: int = -1) -> Tensor:
-        return activation.log_softmax(self, axis)
+    def log_softmax(self, dim: int = -1, *, axis: int | None = None) -> Tensor:
+        return activation.log_softmax(self, dim, axis=axis)
 
     # Reductions take NumPy's axis=/keepdims= or PyTorch's dim=/keepdim=.
     def sum(self, axis: Axis = None, keepdims: bool | None = None, *, dim: Axis = None, keepdim: Any = None) -> Tensor:
@@ -655,8 +655,19 @@ class Function:
     Subclasses take non-tensor parameters in ``__init__`` and are applied by
     calling the instance: ``Sum(axis=0)(x)``. Inputs may be Tensors or Python
     scalars (constants, which get no gradient).
+
+    Each op also says, in ``derivatives``, what its backward applies to the
+    output's gradient ``g`` on the way to each input, keyed by the names of
+    ``forward``'s parameters (a ``*arrays`` name covers every input from there
+    on), e.g. ``{"x": "⊙ σ′(z) = s(1−s)"}``; an optional ``"δ"`` entry names a
+    step shared by all inputs (Linear's ``δ = g ⊙ act′``), and ``{attr}`` is
+    filled from the node's attributes. ``gpubp.viz`` labels the reverse
+    network's edges with it; nothing on the tape reads it.
     """
 
+    # Written next to each op's backward so the two are read and changed together;
+    # tests/test_viz.py checks that every op in gpubp.ops has an entry per input.
+    derivatives: dict[str, str] = {}
     backend: Backend
     # Set by ops whose output lives on another device (Move), or shares the input's memory (views).
     result_backend: Backend | None = None

@@ -46,6 +46,7 @@ DEFAULT_LR = {"sgd": 0.2, "momentum": 0.05, "adam": 1e-3}
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}
 CHECKPOINT_FILE = "checkpoint.npz"
 EVAL_BATCH = 1000
+GRAPH_BATCH = 4  # samples in the step `gpubp graph` draws: enough to show the batch axis, few to print
 SHOW_LOSS_SECONDS = 0.25  # how often a progress bar's loss is read back from the device
 
 
@@ -610,6 +611,51 @@ def evaluate_checkpoint(
     checkpoint.load_model(model)
     loader = BatchLoader(normalization(dataset.x_test), dataset.y_test, batch_size, device=device)
     return evaluate(model, loader, len(dataset.classes)), dataset
+
+
+def graph_step(
+    config: TrainConfig | None = None,
+    checkpoint: Checkpoint | None = None,
+    *,
+    data: str | None = None,
+    batch_size: int = GRAPH_BATCH,
+    seed: int | None = None,
+) -> tuple[gp.Tensor, nn.Sequential]:
+    """One training step, recorded to be drawn (``gpubp graph``): on the CPU, the
+    forward pass of ``batch_size`` samples, the loss and its backward, with the
+    gradients in the parameters' ``.grad`` and the graph kept (``retain_graph=True``);
+    no optimizer step. Returns the loss and the model.
+
+    Either the model ``config`` describes, its weights and dropout masks drawn from
+    its seed as ``gpubp train`` draws them, on the first samples of the training
+    split standardised by its statistics; or the model saved in ``checkpoint`` with
+    its normalisation, on the first samples of the test split, which is all it
+    reads (as ``gpubp eval``). ``data`` overrides the folder the data is read from,
+    ``seed`` the seed of the weights and dropout masks."""
+    if checkpoint is not None:
+        try:
+            config = TrainConfig.from_dict(checkpoint.meta["config"])
+            normalization = Standardize.from_dict(checkpoint.meta["normalization"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{checkpoint.path}: damaged checkpoint metadata ({err})") from err
+        dataset = load_dataset(config.dataset, data if data is not None else config.data, splits=("test",))
+        _check_dataset(checkpoint, dataset, keys=("features", "classes"))
+        x, y = dataset.x_test[:batch_size], dataset.y_test[:batch_size]
+    elif config is not None:
+        config.validate()
+        dataset = load_dataset(config.dataset, data if data is not None else config.data, splits=("train",))
+        normalization = Standardize.fit(dataset.x_train)
+        x, y = dataset.x_train[:batch_size], dataset.y_train[:batch_size]
+    else:
+        raise TypeError("graph_step: give a config or a checkpoint")
+    gp.manual_seed(config.seed if seed is None else seed)
+    model = build_model(dataset.features, len(dataset.classes), config, "cpu")
+    if checkpoint is not None:
+        checkpoint.load_model(model)
+    model.train()  # a training step: dropout is on
+    loss = gp.cross_entropy(model(gp.tensor(normalization(x))), gp.tensor(y))
+    loss.backward(retain_graph=True)
+    return loss, model
 
 
 def format_epoch(row: dict[str, Any], epochs: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from gpubp.checkpoint import load_checkpoint
 from gpubp.cli import main
+from gpubp.viz import unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden", "32", "--epochs", "2", "--batch-size", "32", "--lr", "0.01", "--device", "cpu"]
@@ -510,3 +512,99 @@ def test_a_diverging_run_stops_with_one_line_and_no_warnings(
     assert status == 1
     assert "the training loss became NaN or infinite in epoch 1 at batch" in line and "lower --lr" in line
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+# -- issue 14: gpubp graph draws one training step ------------------------------------------------------------------
+
+RENDER_SKIP = unavailable_reason()
+
+
+def _graph(mnist_like_dir: Path, *extra: str) -> int:
+    return main(["graph", "--dataset", "mnist", "--data", str(mnist_like_dir), "--hidden", "8", *extra])
+
+
+def test_graph_writes_the_dot_text_of_one_step_and_trains_nothing(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _graph(mnist_like_dir, "--out", "step.dot", "--values") == 0
+    out = capsys.readouterr().out
+    assert out == "wrote step.dot: one training step (forward, loss, backward) of the MLP 100-8-10 on 4 samples\n"
+    text = (tmp_path / "step.dot").read_text()
+    assert "0: Linear 100→8 + sigmoid → Dropout p=0.2 backward" in text
+    assert "(4, 100) float32 cpu" in text  # a small batch by default
+    assert "δᵀ · a" in text and "(softmax − onehot)/N" in text
+    # No optimizer step: the biases are still their initial zeros, and the gradient was computed.
+    assert 'label="0.bias\\n(8,) float32 cpu\\n= [0, 0, 0, 0, 0, 0, 0, 0]"' in text
+    assert re.search(r'label="∂l/∂0\.bias\\n= \[[^"]*[1-9]', text)
+    assert [p.name for p in tmp_path.iterdir()] == ["step.dot"]  # no run folder, no checkpoint
+
+
+def test_graph_of_a_saved_run_draws_its_weights(
+    tmp_path: Path, mnist_like_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train(tmp_path, mnist_like_dir) == 0
+    run = tmp_path / "run"
+    assert main(["graph", str(run), "--out", str(tmp_path / "g.dot"), "--values", "--batch-size", "2"]) == 0
+    text = (tmp_path / "g.dot").read_text()
+    weight = load_checkpoint(run / "checkpoint.npz").model_state()["0.weight"]
+    summary = f"mean {weight.mean():.3g}, min {weight.min():.3g}, max {weight.max():.3g}"
+    assert f'label="0.weight\\n(32, 100) float32 cpu\\n= {summary}"' in text
+    assert "(2, 100) float32 cpu" in text
+    capsys.readouterr()
+    assert main(["graph", str(run), "--hidden", "8", "--dropout", "0"]) == 2
+    assert _one_line_error(capsys) == (
+        "gpubp graph: error: --hidden and --dropout come from the run's checkpoint; "
+        "give RUN_DIR or the model options, not both"
+    )
+    assert main(["graph", str(tmp_path / "nothing")]) == 1
+    assert "no such checkpoint file" in _one_line_error(capsys)
+
+
+@pytest.mark.skipif(RENDER_SKIP is not None, reason=f"cannot render: {RENDER_SKIP}")
+def test_graph_draws_an_svg_of_a_small_net_neuron_by_neuron(tmp_path: Path) -> None:
+    out = tmp_path / "neurons.svg"
+    args = ["--dataset", "spirals", "--hidden", "4,4", "--detail", "neurons", "--values", "--out", str(out)]
+    assert main(["graph", *args]) == 0
+    svg = out.read_text()
+    assert "<svg" in svg and "σ′(z1)" in svg and "∂l/∂z11" in svg  # 4 + 4 + 3 units
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["--out", "g.jpeg"], 2, "--out g.jpeg: the suffix names the format: .svg, .png, .pdf, or .dot"),
+        (["--out", "g.dot", "--batch-size", "0"], 2, "--batch-size must be a positive integer, got 0"),
+        (["--out", "g.dot", "--detail", "neurons"], 2, "--detail neurons: detail='neurons' draws a chain"),
+        (["--out", "no/such/folder/g.dot"], 2, "--out no/such/folder/g.dot: no/such/folder is not a folder"),
+        (["--out", "g.dot", "--detail", "units"], 2, "argument --detail: invalid choice: 'units'"),
+    ],
+)
+def test_graph_option_errors_are_one_line(
+    args: list[str],
+    status: int,
+    message: str,
+    mnist_like_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _graph(mnist_like_dir, *args) == status
+    line = _one_line_error(capsys)
+    assert line.startswith("gpubp") and message in line
+
+
+def test_graph_without_graphviz_says_what_to_install_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpubp.cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gpubp.cli, "unavailable_reason", lambda: "Graphviz's dot program was not found on PATH")
+    # The data folder does not exist: the missing program is reported first, before any work.
+    assert main(["graph", "--data", str(tmp_path / "none"), "--dataset", "mnist"]) == 1
+    assert _one_line_error(capsys) == (
+        "gpubp graph: error: cannot draw graph.svg: Graphviz's dot program was not found on PATH; "
+        "or write the DOT text with --out graph.dot"
+    )

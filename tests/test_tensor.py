@@ -170,3 +170,12 @@ def test_interop_dunders_delegate(monkeypatch: pytest.MonkeyPatch) -> None:
         ("device", (t,), {}),
     ]
     assert not hasattr(t, "__cuda_array_interface__")  # CPU tensors have none, as in PyTorch
+
+
+def test_softmax_methods_take_dim_and_the_axis_alias() -> None:
+    x = gp.randn(3, 4)
+    for method, function in (("softmax", gp.softmax), ("log_softmax", gp.log_softmax)):
+        want = function(x, 0).numpy()
+        np.testing.assert_array_equal(getattr(x, method)(dim=0).numpy(), want)
+        np.testing.assert_array_equal(getattr(x, method)(0).numpy(), want)
+        np.testing.assert_array_equal(getattr(x, method)(axis=0).numpy(), want)

@@ -29,14 +29,18 @@ class _SavedOutputActivation(Function):
 
 class Sigmoid(_SavedOutputActivation):
     kind = "sigmoid"
+    # The lecture notes' op-amp: a gain σ′(z), fixed by the forward pass (s = σ(z) is saved).
+    derivatives = {"x": "⊙ σ′(z) = s(1−s)"}
 
 
 class Tanh(_SavedOutputActivation):
     kind = "tanh"
+    derivatives = {"x": "⊙ tanh′(z) = 1 − y²"}
 
 
 class ReLU(_SavedOutputActivation):
     kind = "relu"
+    derivatives = {"x": "⊙ relu′(z) = [y > 0]"}
 
 
 class Softmax(Function):
@@ -49,6 +53,8 @@ class Softmax(Function):
         y /= y.sum(axis=self.axis, keepdims=True)
         self.save(y)
         return y
+
+    derivatives = {"x": "s ⊙ (g − Σ g⊙s)"}
 
     def backward(self, g: Any) -> Any:
         (y,) = self.saved
@@ -68,6 +74,8 @@ class LogSoftmax(Function):
         self.save(shifted)
         return shifted
 
+    derivatives = {"x": "g − softmax · Σ g"}
+
     def backward(self, g: Any) -> Any:
         (y,) = self.saved
         return g - self.backend.xp.exp(y) * g.sum(axis=self.axis, keepdims=True)
@@ -83,6 +91,8 @@ class LeakyReLU(Function):
     def forward(self, x: Any) -> Any:
         self.save(x)
         return self.backend.xp.where(x > 0, x, x * self.negative_slope)
+
+    derivatives = {"x": "⊙ (1 where x > 0, else {negative_slope})"}
 
     def backward(self, g: Any) -> Any:
         (x,) = self.saved
@@ -110,6 +120,8 @@ class GELU(Function):
             self.save(z, cdf)
             y = z * cdf
         return y.astype(x.dtype, copy=False)
+
+    derivatives = {"x": "⊙ GELU′(x) = Φ(x) + x·φ(x)"}
 
     def backward(self, g: Any) -> Any:
         z, saved = self.saved

@@ -17,6 +17,8 @@ class Cast(Function):
         self.in_dtype = a.dtype
         return a.astype(self.dtype)
 
+    derivatives = {"a": "· 1, cast back to {in_dtype}"}
+
     def backward(self, g: Any) -> Any:
         return g.astype(self.in_dtype)
 
@@ -27,6 +29,8 @@ class Move(Function):
 
     def forward(self, a: Any) -> Any:
         return self.result_backend.receive(a, self.backend)
+
+    derivatives = {"a": "· 1, copied back to {backend.device}"}
 
     def backward(self, g: Any) -> Any:
         return self.backend.receive(g, self.result_backend)

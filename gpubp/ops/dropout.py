@@ -16,6 +16,8 @@ class Dropout(Function):
         self.save(mask)  # the mask, or what the backend needs to draw it again
         return y
 
+    derivatives = {"x": "⊙ mask/(1 − {p})"}
+
     def backward(self, g: Any) -> Any:
         (mask,) = self.saved
         return self.backend.dropout_backward(g, mask)

@@ -26,6 +26,9 @@ class Add(Function):
         self.shapes = _shape(a), _shape(b)
         return a + b
 
+    # Every binary op sums its gradients over the axes it broadcast (sum_to), hence "Σ to a's shape".
+    derivatives = {"a": "· 1 (Σ to a's shape)", "b": "· 1 (Σ to b's shape)"}
+
     def backward(self, g: Any) -> tuple:
         need_a, need_b = self.needs_input_grad
         return (
@@ -38,6 +41,8 @@ class Sub(Function):
     def forward(self, a: Any, b: Any) -> Any:
         self.shapes = _shape(a), _shape(b)
         return a - b
+
+    derivatives = {"a": "· 1 (Σ to a's shape)", "b": "· (−1) (Σ to b's shape)"}
 
     def backward(self, g: Any) -> tuple:
         need_a, need_b = self.needs_input_grad
@@ -52,6 +57,8 @@ class Mul(Function):
         self.save(a, b)
         return a * b
 
+    derivatives = {"a": "⊙ b (Σ to a's shape)", "b": "⊙ a (Σ to b's shape)"}
+
     def backward(self, g: Any) -> tuple:
         a, b = self.saved
         need_a, need_b = self.needs_input_grad
@@ -65,6 +72,8 @@ class Div(Function):
     def forward(self, a: Any, b: Any) -> Any:
         self.save(a, b)
         return a / b
+
+    derivatives = {"a": "/ b (Σ to a's shape)", "b": "⊙ (−a / b²) (Σ to b's shape)"}
 
     def backward(self, g: Any) -> tuple:
         a, b = self.saved
@@ -82,6 +91,8 @@ class Pow(Function):
             out = a**b
         self.save(a, b, out)
         return out
+
+    derivatives = {"a": "⊙ b·a^(b−1) (0 where b = 0)", "b": "⊙ a^b · ln a (0 where a = 0, b ≥ 0)"}
 
     def backward(self, g: Any) -> tuple:
         # PyTorch's conventions where the formulas meet 0·∞ or log 0: d/da is 0
@@ -116,6 +127,8 @@ class Neg(Function):
     def forward(self, a: Any) -> Any:
         return -a
 
+    derivatives = {"a": "· (−1)"}
+
     def backward(self, g: Any) -> Any:
         return -g
 
@@ -126,6 +139,8 @@ class Exp(Function):
         self.save(out)
         return out
 
+    derivatives = {"a": "⊙ eᵃ (the saved output)"}
+
     def backward(self, g: Any) -> Any:
         (out,) = self.saved
         return g * out
@@ -135,6 +150,8 @@ class Log(Function):
     def forward(self, a: Any) -> Any:
         self.save(a)
         return self.backend.xp.log(a)
+
+    derivatives = {"a": "/ a"}
 
     def backward(self, g: Any) -> Any:
         (a,) = self.saved
@@ -147,6 +164,8 @@ class Sqrt(Function):
         self.save(out)
         return out
 
+    derivatives = {"a": "/ (2√a)"}
+
     def backward(self, g: Any) -> Any:
         (out,) = self.saved
         return g / (2 * out)  # ∞ at 0, as PyTorch
@@ -156,6 +175,8 @@ class Abs(Function):
     def forward(self, a: Any) -> Any:
         self.save(a)
         return self.backend.xp.abs(a)
+
+    derivatives = {"a": "⊙ sign(a)"}
 
     def backward(self, g: Any) -> Any:
         (a,) = self.saved

@@ -135,6 +135,8 @@ class WriteView(Function):
         self.base_shape = base.shape
         return base
 
+    derivatives = {"base": "g, 0 at the view's entries", "written": "g at the view's entries"}
+
     def backward(self, g: Any) -> tuple:
         need_base, need_written = self.needs_input_grad
         positions = view_positions(self.chain, self.base_shape, self.backend.xp)
@@ -160,6 +162,8 @@ class ViewOf(Function):
         for f in self.chain:
             out = f.view(out)
         return out
+
+    derivatives = {"base": "g at the view's entries, 0 elsewhere"}
 
     def backward(self, g: Any) -> Any:
         xp = self.backend.xp

@@ -22,6 +22,8 @@ class Cat(Function):
         self.sizes = [a.shape[self.axis] for a in arrays]
         return self.backend.xp.concatenate(arrays, axis=self.axis)
 
+    derivatives = {"arrays": "its slice of g along dim {axis}"}
+
     def backward(self, g: Any) -> tuple:
         grads = []
         start = 0
@@ -38,6 +40,8 @@ class Stack(Function):
 
     def forward(self, *arrays: Any) -> Any:
         return self.backend.xp.stack(arrays, axis=self.axis)
+
+    derivatives = {"arrays": "its index of g along dim {axis}"}
 
     def backward(self, g: Any) -> tuple:
         lead = (slice(None),) * self.axis

@@ -9,12 +9,23 @@ from __future__ import annotations
 from typing import Any
 
 from gpubp.backends.base import ACTIVATIONS
+from gpubp.ops.activation import ReLU, Sigmoid, Tanh
 from gpubp.tensor import Function, Tensor
+
+# The ops whose derivative a fused activation applies (their labels say it in δ).
+_ACTIVATION_OPS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
 
 
 class Linear(Function):
     def __init__(self, activation: str | None) -> None:
         self.activation = activation
+
+    @property
+    def act_derivative(self) -> str:
+        """The fused activation's factor in δ, as that activation's own op labels it
+        ("" without an activation); read by ``derivatives``' "δ" entry."""
+        op = _ACTIVATION_OPS.get(self.activation)
+        return "" if op is None else f" {op.derivatives['x']}"
 
     def forward(self, x: Any, weight: Any, bias: Any = None) -> Any:
         if x.ndim != 2:  # (..., in): fold the leading axes into one batch axis
@@ -24,6 +35,9 @@ class Linear(Function):
         y = self.backend.bias_activation(self.backend.matmul(x, weight.T), bias, self.activation)
         self.save(x, weight, y)
         return y
+
+    # The four BP equations: δ from the saved output, then one product per input.
+    derivatives = {"δ": "g{act_derivative}", "x": "δ · W (Wᵀδ per sample)", "weight": "δᵀ · a", "bias": "Σ_rows δ"}
 
     def backward(self, g: Any) -> tuple:
         x, weight, y = self.saved

@@ -50,6 +50,8 @@ class CrossEntropy(Function):
         self.labels = None
         return loss
 
+    derivatives = {"logits": "(softmax − onehot)/N"}
+
     def backward(self, g: Any) -> Any:
         probs, labels = self.saved
         return self.backend.softmax_cross_entropy_backward(probs, labels, g)
@@ -97,6 +99,11 @@ class ClassCrossEntropy(Function):
         self.save(probs, safe, keep, w, denom)
         return _reduced(xp, per_row, self.reduction, denom, _batch_shape(logits.shape), logits.dtype)
 
+    derivatives = {
+        "logits": "k[(1−ε)w_y(softmax − onehot) + ε/C(Σw·softmax − w)] / D",
+        "weight": "none (a constant)",
+    }
+
     @_quiet
     def backward(self, g: Any) -> tuple:
         probs, safe, keep, w, denom = self.saved
@@ -139,6 +146,12 @@ class ProbCrossEntropy(Function):
         per_row = -(wt * logp).sum(axis=1)
         self.save(logp, wt, w)
         return _reduced(xp, per_row, self.reduction, x.shape[0], _batch_shape(logits.shape), logits.dtype)
+
+    derivatives = {
+        "logits": "softmax·Σ w t′ − w t′ (/N for the mean)",
+        "target": "−(1−ε) w log softmax (/N for the mean)",
+        "weight": "none (a constant)",
+    }
 
     def backward(self, g: Any) -> tuple:
         logp, wt, w = self.saved
@@ -185,6 +198,8 @@ class NLL(Function):
         self.save(safe, keep, w, denom)
         return _reduced(xp, per_row, self.reduction, denom, _batch_shape(logp.shape), logp.dtype)
 
+    derivatives = {"logp": "−w_y at the label, 0 elsewhere (/Σ w_y for the mean)", "weight": "none (a constant)"}
+
     @_quiet
     def backward(self, g: Any) -> tuple:
         safe, keep, w, denom = self.saved
@@ -213,6 +228,8 @@ class MSE(Function):
         if self.reduction == "none":
             return squared
         return squared.mean() if self.reduction == "mean" else squared.sum()
+
+    derivatives = {"pred": "2(pred − target) (/N for the mean)", "target": "−2(pred − target) (/N for the mean)"}
 
     def backward(self, g: Any) -> tuple:
         (diff,) = self.saved
@@ -246,6 +263,12 @@ class BCEWithLogits(Function):
         if self.reduction == "none":
             return losses
         return losses.mean() if self.reduction == "mean" else losses.sum()
+
+    derivatives = {
+        "x": "w[(1 − t) − (1 + (p−1)t) σ(−x)], = w(σ(x) − t) without pos_weight (/N for the mean)",
+        "t": "w[(p−1) softplus(−x) − x] (/N for the mean)",
+        "weights": "none (constants)",
+    }
 
     def backward(self, g: Any) -> tuple:
         x, t, weight, pos_weight = self.saved

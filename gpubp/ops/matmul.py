@@ -16,6 +16,8 @@ class MatMul(Function):
             return self.backend.matmul(a, b)
         return a @ b
 
+    derivatives = {"a": "g · bᵀ", "b": "aᵀ · g"}
+
     def backward(self, g: Any) -> tuple:
         a, b = self.saved
         need_a, need_b = self.needs_input_grad

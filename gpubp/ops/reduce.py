@@ -86,6 +86,8 @@ class Sum(_Reduction):
     def forward(self, a: Any) -> Any:
         return a.sum(axis=self._setup(a), keepdims=self.keepdims)
 
+    derivatives = {"a": "· 1, spread over the summed axes"}
+
     def backward(self, g: Any) -> Any:
         return self._spread(g)
 
@@ -93,6 +95,8 @@ class Sum(_Reduction):
 class Mean(_Reduction):
     def forward(self, a: Any) -> Any:
         return a.mean(axis=self._setup(a), keepdims=self.keepdims)
+
+    derivatives = {"a": "/ {count}, spread over the averaged axes"}
 
     def backward(self, g: Any) -> Any:
         return self._spread(g / self.count)
@@ -111,6 +115,8 @@ class Extreme(_Reduction):
         kept = a.max(axis=axes, keepdims=True) if self.largest else a.min(axis=axes, keepdims=True)
         self.save(a, kept)
         return self._out(kept)
+
+    derivatives = {"a": "to the extreme entries (ties share), 0 elsewhere"}
 
     def backward(self, g: Any) -> Any:
         a, kept = self.saved
@@ -143,6 +149,8 @@ class ExtremeDim(Function):
         self.indices = (indices if self.keepdims else indices.squeeze(self.axis)).astype(dtypes.int64, copy=False)
         return values if self.keepdims else values.squeeze(self.axis)
 
+    derivatives = {"a": "to the index returned, 0 elsewhere"}
+
     def backward(self, g: Any) -> Any:
         xp = self.backend.xp
         if len(self.in_shape) == 0:
@@ -174,6 +182,8 @@ class Variance(_Reduction):
                 out = xp.sqrt(out)
         self.save(deviation, out)
         return self._out(out)
+
+    derivatives = {"a": "⊙ 2(a − mean)/(N − c); std: ⊙ (a − mean)/((N − c)·std)"}
 
     def backward(self, g: Any) -> Any:
         deviation, out = self.saved

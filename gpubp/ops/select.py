@@ -23,6 +23,8 @@ class Where(Function):
         self.shapes = _shape(a), _shape(b)
         return self.backend.xp.where(cond, a, b)
 
+    derivatives = {"cond": "none (a condition)", "a": "g where cond, else 0", "b": "g where not cond, else 0"}
+
     def backward(self, g: Any) -> tuple:
         (cond,) = self.saved
         xp = self.backend.xp
@@ -45,6 +47,8 @@ class Extremum(Function):
         self.save(a, b)
         xp = self.backend.xp
         return xp.maximum(a, b) if self.largest else xp.minimum(a, b)
+
+    derivatives = {"a": "g where a is picked, g/2 at ties", "b": "g where b is picked, g/2 at ties"}
 
     def backward(self, g: Any) -> tuple:
         a, b = self.saved
@@ -74,6 +78,8 @@ class Clamp(Function):
         if high is not None:
             out = xp.minimum(out, high)
         return out
+
+    derivatives = {"a": "g where low ≤ a ≤ high", "low": "g where a < low", "high": "g where a > high"}
 
     def backward(self, g: Any) -> tuple:
         a, low, high = self.saved

@@ -60,6 +60,8 @@ class Reshape(Function):
     def view(self, a: Any) -> Any:
         return a.reshape(self.shape)
 
+    derivatives = {"a": "· 1, reshaped back to {in_shape}"}
+
     def backward(self, g: Any) -> Any:
         return g.reshape(self.in_shape)
 
@@ -85,6 +87,8 @@ class Permute(Function):
     def view(self, a: Any) -> Any:
         return a.transpose(self.resolved)
 
+    derivatives = {"a": "· 1, permuted back by {inverse}"}
+
     def backward(self, g: Any) -> Any:
         return g.transpose(self.inverse)
 
@@ -106,6 +110,8 @@ class GetItem(Function):
 
     def view(self, a: Any) -> Any:
         return a[self.index]
+
+    derivatives = {"a": "g at [index] (repeats add up), 0 elsewhere"}
 
     def backward(self, g: Any) -> Any:
         xp = self.backend.xp
@@ -130,6 +136,8 @@ class SetItem(Function):
         out[self.index] = value
         return out
 
+    derivatives = {"a": "g, 0 at [index]", "value": "g[index] (Σ to value's shape)"}
+
     def backward(self, g: Any) -> tuple:
         need_a, need_value = self.needs_input_grad
         ga = gv = None
@@ -149,6 +157,8 @@ class SetItem(Function):
 class Clone(Function):
     def forward(self, a: Any) -> Any:
         return a.copy()
+
+    derivatives = {"a": "· 1"}
 
     def backward(self, g: Any) -> Any:
         return g
