@@ -9,6 +9,10 @@ training loss that became NaN or infinite, 130 when interrupted
 with Ctrl-C (after saving a checkpoint that ``--resume`` continues from). When
 the reader of the output goes away (``gpubp eval RUN | head -1``) the command
 stops quietly with 141, as Unix tools ended by SIGPIPE do.
+
+``mpirun -n N gpubp train ...`` trains one run with N processes (see
+``_train_distributed``): rank 0 alone prints and writes, every rank reports
+its own failures, and a failure of one rank during training stops them all.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import fields, replace
 from pathlib import Path
 from types import FrameType
@@ -27,11 +32,12 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from gpubp import nn
+from gpubp import distributed, nn
 from gpubp.checkpoint import CheckpointError, load_checkpoint
 from gpubp.cpu_threads import set_blas_threads
 from gpubp.data.datasets import DATASETS, DataNotFoundError, DatasetError, load_dataset
 from gpubp.data.idx import IDXError
+from gpubp.distributed import group as distributed_group
 from gpubp.progress import is_terminal, plural, progress_bar
 from gpubp.training import (
     ACTIVATIONS,
@@ -45,6 +51,7 @@ from gpubp.training import (
     Run,
     TrainConfig,
     TrainingInterrupted,
+    check_ranks,
     evaluate_checkpoint,
     graph_step,
 )
@@ -253,13 +260,23 @@ def _main(argv: list[str] | None) -> int:
         prog = f"gpubp {args.command}"
         _apply_threads(args)
         return {"train": _train, "eval": _eval, "graph": _graph}[args.command](args)
-    except UsageError as err:
-        return _fail(str(err), EXIT_USAGE)
-    except ConfigError as err:
-        return _fail(f"{prog}: error: {err}", EXIT_USAGE)
     except BrokenPipeError:
         raise  # an OSError, but not an error of the command: main stops quietly
-    except (
+    except (Exception, KeyboardInterrupt) as err:
+        described = _describe_error(err, prog)
+        if described is None:
+            raise
+        return _fail(*described)
+
+
+def _describe_error(err: BaseException, prog: str) -> tuple[str, int] | None:
+    """The one line and the exit status an error of the command ends with; None for
+    an error that is not the command's (a bug: its traceback is the report)."""
+    if isinstance(err, UsageError):
+        return str(err), EXIT_USAGE
+    if isinstance(err, ConfigError):
+        return f"{prog}: error: {err}", EXIT_USAGE
+    failures = (
         DataNotFoundError,
         DatasetError,
         IDXError,
@@ -267,17 +284,32 @@ def _main(argv: list[str] | None) -> int:
         NonFiniteLoss,
         GraphvizNotFoundError,
         OSError,
-    ) as err:
-        return _fail(f"{prog}: error: {err}", EXIT_FAILURE)
-    except MemoryError as err:
+    )
+    if isinstance(err, failures) and not isinstance(err, BrokenPipeError):
+        return f"{prog}: error: {err}", EXIT_FAILURE
+    if isinstance(err, MemoryError):
         # What the estimate before allocating (training.check_memory) did not foresee.
         detail = f": {err}" if str(err) else ""
-        return _fail(f"{prog}: error: out of memory{detail}; choose smaller --hidden sizes", EXIT_USAGE)
-    except KeyboardInterrupt:
-        return _fail(f"{prog}: interrupted", EXIT_INTERRUPTED)
+        return f"{prog}: error: out of memory{detail}; choose smaller --hidden sizes", EXIT_USAGE
+    if isinstance(err, KeyboardInterrupt):
+        return f"{prog}: interrupted", EXIT_INTERRUPTED
+    return None
 
 
 def _train(args: argparse.Namespace) -> int:
+    try:
+        environment = distributed.detect()
+    except ValueError as err:
+        raise ConfigError(f"the launcher's environment: {err}") from err
+    if environment.distributed:
+        return _train_distributed(args, environment)
+    prepared = _prepare_run(args)
+    return prepared if isinstance(prepared, int) else _fit(args, prepared)
+
+
+def _prepare_run(args: argparse.Namespace) -> int | Run:
+    """The run ``gpubp train`` asks for, new or resumed, after printing what it is; or
+    the exit status when there is nothing to train. Communicates with no other rank."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.resume:
         if args.out is None:
@@ -314,16 +346,27 @@ def _train(args: argparse.Namespace) -> int:
     print(dataset.describe())
     print(run.describe())
     print(f"writing the checkpoint and metrics to {out}/", flush=True)
+    return run
 
-    enabled = not args.no_progress and is_terminal(sys.stdout, sys.stderr)
+
+def _fit(args: argparse.Namespace, run: Run, group: Any = None) -> int:
+    """Trains ``run`` to the end and reports; with several processes (``group``) rank 0
+    alone shows progress and reports, and Ctrl-C (which mpirun passes on as SIGTERM)
+    stops every rank after the same batch."""
+    writer = group is None or group.rank == 0
+    enabled = writer and not args.no_progress and is_terminal(sys.stdout, sys.stderr)
+    out, epochs = run.out, run.config.epochs
 
     def bar(epoch: int, total: int, done: int) -> Any:
-        return progress_bar(total, f"epoch {epoch + 1}/{config.epochs}", done, enabled)
+        return progress_bar(total, f"epoch {epoch + 1}/{epochs}", done, enabled)
 
     started = time.perf_counter()
     try:
         # NumPy's overflow warnings would come before the one line NonFiniteLoss gives.
-        with _StopOnCtrlC() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with (
+            _StopOnCtrlC(quiet=not writer, terminate=group is not None) as stop,
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        ):
             history = run.fit(
                 bar=bar,
                 log=lambda line: print(line, flush=True),
@@ -331,20 +374,127 @@ def _train(args: argparse.Namespace) -> int:
                 jit=False if args.no_jit else None,
             )
     except TrainingInterrupted as err:
-        print(
-            f"gpubp train: {err}. Continue with: gpubp train --out {out} --resume",
-            file=sys.stderr,
-        )
+        if writer:
+            print(f"gpubp train: {err}. Continue with: gpubp train --out {out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         saved = f"; the last checkpoint is {run.checkpoint_path}" if run.checkpoint_path.exists() else ""
+        if group is not None:  # this rank alone: the others would wait for it
+            group.abort(f"gpubp train: aborted{saved}", EXIT_INTERRUPTED)
         return _fail(f"gpubp train: aborted{saved}", EXIT_INTERRUPTED)
-    last = history[-1]
-    print(
-        f"done: test accuracy {last['test_acc']:.4f} after {plural(last['epoch'], 'epoch')} "
-        f"({time.perf_counter() - started:.1f}s); checkpoint {run.checkpoint_path}"
-    )
+    if writer:
+        last = history[-1]
+        print(
+            f"done: test accuracy {last['test_acc']:.4f} after {plural(last['epoch'], 'epoch')} "
+            f"({time.perf_counter() - started:.1f}s); checkpoint {run.checkpoint_path}"
+        )
     return 0
+
+
+def _train_distributed(args: argparse.Namespace, environment: distributed.LaunchEnvironment) -> int:
+    """``gpubp train`` as one of the processes an MPI launcher started.
+
+    Every rank prepares the same run (options, data, checkpoint) on its own; then
+    they compare outcomes, so that a failure there (a bad option: on every rank;
+    data missing on one host: on some) ends all of them with its one line, printed
+    once by rank 0. During training the ranks agree after every batch whether to
+    stop (Ctrl-C, a non-finite loss), so those end every rank together too; any
+    other failure of one rank stops the job (MPI abort) with its message."""
+    prog = "gpubp train"
+    rank = environment.rank
+    with _stdout_of_rank(rank):
+        try:
+            distributed.init_process_group(timeout=_dist_timeout())
+        except (RuntimeError, ValueError) as err:
+            # Every rank meets the same missing library, launcher mismatch or bad setting: rank 0 says it.
+            status = EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILURE
+            if rank == 0:
+                _fail(f"{prog}: error: {err}", status)
+            return status
+        group = distributed_group.current()
+        try:
+            if args.out is None and not args.resume:
+                # The default folder is named by the time: every rank must use rank 0's.
+                dataset = args.dataset if args.dataset is not None else TrainConfig().dataset
+                args.out = str(group.mpi.broadcast_object(_new_run_folder(dataset) if rank == 0 else None, 0))
+            failure = None
+            try:
+                prepared = _prepare_run(args)
+                if not isinstance(prepared, int):
+                    check_ranks(prepared)  # the global batch divides among them, each has its GPU
+            except (Exception, KeyboardInterrupt) as err:
+                prepared = EXIT_FAILURE
+                failure = _describe_error(err, prog)
+                if failure is None:
+                    traceback.print_exc()
+                    failure = (f"{prog}: error: {type(err).__name__}: {err} (rank {rank}; traceback above)", 1)
+            failures = group.mpi.all_gather_object(failure)
+            if any(failures):
+                if rank == 0:
+                    _report_failures(failures)
+                return max(f[1] for f in failures if f is not None)
+            if isinstance(prepared, int):
+                return prepared
+            try:
+                return _fit(args, prepared, group)
+            except NonFiniteLoss as err:  # every rank raises it after the same batch (they agree on it)
+                if rank == 0:
+                    _fail(f"{prog}: error: {err}", EXIT_FAILURE)
+                return EXIT_FAILURE
+            except BaseException as err:  # this rank alone: the others would wait for it
+                described = _describe_error(err, prog)
+                if described is None:
+                    traceback.print_exc()
+                    described = (f"{prog}: error: {type(err).__name__}: {err} (traceback above)", 1)
+                group.abort(described[0], described[1])
+        finally:
+            if distributed.is_initialized():
+                distributed.destroy_process_group()
+
+
+def _report_failures(failures: list[tuple[str, int] | None]) -> None:
+    """Each distinct failure once, naming the ranks it happened on unless it was all of them."""
+    by_message: dict[str, list[int]] = {}
+    for rank, failure in enumerate(failures):
+        if failure is not None:
+            by_message.setdefault(failure[0], []).append(rank)
+    for message, ranks in by_message.items():
+        if len(ranks) < len(failures):
+            message += f" (on rank{'s' if len(ranks) > 1 else ''} {_and(list(map(str, ranks)))})"
+        print(message, file=sys.stderr)
+
+
+class _stdout_of_rank:  # noqa: N801 (used as a context manager, like contextlib's)
+    """Ranks other than 0 print nothing on stdout (rank 0 speaks for the run); stderr stays."""
+
+    def __init__(self, rank: int) -> None:
+        self._rank = rank
+        self._saved: Any = None
+
+    def __enter__(self) -> None:
+        if self._rank != 0:
+            self._saved = sys.stdout
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (closed in __exit__)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            sys.stdout.close()
+            sys.stdout = self._saved
+
+
+def _dist_timeout() -> float | None:
+    """GPUBP_DIST_TIMEOUT (seconds): how long a collective may wait for the other ranks
+    before the job is stopped (default: gp.distributed's 30 minutes)."""
+    text = os.environ.get("GPUBP_DIST_TIMEOUT")
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigError(f"GPUBP_DIST_TIMEOUT={text!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise ConfigError(f"GPUBP_DIST_TIMEOUT must be a positive number of seconds, got {text}")
+    return seconds
 
 
 def _check_unchanged(given: dict[str, Any], saved: TrainConfig) -> None:
@@ -457,11 +607,16 @@ def format_confusion(confusion: np.ndarray, classes: tuple[str, ...]) -> str:
 
 class _StopOnCtrlC:
     """While active, the first Ctrl-C asks training to stop after the current batch
-    (which then saves a checkpoint); a second one interrupts at once."""
+    (which then saves a checkpoint); a second one interrupts at once. With
+    ``terminate``, SIGTERM does the same: mpirun turns a Ctrl-C into SIGTERM for
+    each rank (Open MPI then kills them after ``odls_base_sigkill_timeout``, 1 s by
+    default). ``quiet``: say nothing (a rank other than 0)."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False, terminate: bool = False) -> None:
         self._requested = False
-        self._previous: Any = None
+        self._quiet = quiet
+        self._signals = (signal.SIGINT, signal.SIGTERM) if terminate else (signal.SIGINT,)
+        self._previous: dict[int, Any] = {}
 
     def requested(self) -> bool:
         return self._requested
@@ -470,17 +625,21 @@ class _StopOnCtrlC:
         if self._requested:
             raise KeyboardInterrupt
         self._requested = True
-        print("\nstopping after this batch to save a checkpoint (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        if not self._quiet:
+            message = "\nstopping after this batch to save a checkpoint (Ctrl-C again to abort)"
+            print(message, file=sys.stderr, flush=True)
 
     def __enter__(self) -> _StopOnCtrlC:
         # Signal handlers can only be set from the main thread; elsewhere Ctrl-C stays a KeyboardInterrupt.
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self._signals:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def _hidden_sizes(text: str) -> tuple[int, ...]:

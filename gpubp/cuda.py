@@ -108,6 +108,31 @@ def get_backend(index: int) -> Any:
     return CupyBackend(index)
 
 
+def set_device(device: int | str) -> None:
+    """Makes the name "cuda" mean device ``device`` (an index, or "cuda:N") from now on,
+    as ``torch.cuda.set_device``; "cuda:N" names are unchanged. Each rank of
+    ``gp.distributed`` calls it with the GPU of its local rank, so that ``"cuda"``
+    is that rank's GPU. RuntimeError saying why when the device cannot be used."""
+    from gpubp import backends
+
+    if isinstance(device, str):
+        name, _, index = device.partition(":")
+        if name != "cuda" or not index.isdigit():
+            raise ValueError(f"set_device: expected a device index or 'cuda:N', got {device!r}")
+        device = int(index)
+    if isinstance(device, bool) or not isinstance(device, int) or device < 0:
+        raise ValueError(f"set_device: expected a device index or 'cuda:N', got {device!r}")
+    backends._cache["cuda"] = backends.get_backend(f"cuda:{device}")
+
+
+def current_device() -> int:
+    """The index of the device the name "cuda" means (0 unless ``set_device`` changed it)."""
+    from gpubp import backends
+
+    backend = backends._cache.get("cuda")
+    return backend.index if backend is not None else 0
+
+
 def synchronize(device: str | None = None) -> None:
     """Waits for the work queued on ``device`` (every CUDA device gpubp has used,
     when None). This is also where an out-of-range cross-entropy label found on

@@ -358,6 +358,24 @@ class Tensor:
         _hooks_in_use = True
         return RemovableHandle(hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> RemovableHandle:
+        """Calls ``hook(self)`` on a leaf each time backward has added this pass's
+        gradient into its ``.grad`` (its last contribution summed, the
+        ``register_hook`` hooks run), while the rest of the pass still runs: as
+        PyTorch's hook of that name. DistributedDataParallel starts reducing a
+        gradient from it. Returns a handle whose ``remove()`` takes the hook off."""
+        global _hooks_in_use
+        if self._node is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+        if self._hooks is None:
+            self._hooks = []
+        wrapped = _PostAccumulateGradHook(hook)
+        self._hooks.append(wrapped)
+        _hooks_in_use = True
+        return RemovableHandle(self._hooks, wrapped)
+
     # -- in place ---------------------------------------------------------------
     def bump_version(self) -> None:
         """Marks the data as changed in place, so backward detects stale saved values."""
@@ -628,6 +646,16 @@ class Tensor:
     __hash__ = object.__hash__
 
 
+class _PostAccumulateGradHook:
+    """A leaf's hook that runs after its ``.grad`` is updated; it shares the list of
+    the leaf's gradient hooks (no slot of its own: every tensor would pay for it)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Tensor], None]) -> None:
+        self.fn = fn
+
+
 class RemovableHandle:
     """What ``register_hook`` returns: ``remove()`` takes the hook off again."""
 
@@ -774,21 +802,54 @@ class Function:
         )
 
 
+# Functions to call once when the backward pass in progress ends (``queue_callback``).
+_end_of_backward: list[Callable[[], None]] = []
+_backward_depth = 0
+
+
+def queue_callback(fn: Callable[[], None]) -> None:
+    """Calls ``fn()`` once, when the backward pass in progress has finished (PyTorch's
+    ``queue_callback`` of its autograd engine). Only from inside a backward pass, e.g.
+    from a gradient hook: DistributedDataParallel uses it to finish its reductions."""
+    if _backward_depth == 0:
+        raise RuntimeError("queue_callback can only be called during a backward pass (e.g. from a gradient hook)")
+    _end_of_backward.append(fn)
+
+
 def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
-    """Walks the tape from ``root`` with gradient ``seed`` (an array shaped like root)."""
+    """Walks the tape from ``root`` with gradient ``seed`` (an array shaped like root),
+    then runs the callbacks queued during the walk (``queue_callback``)."""
+    global _backward_depth
+    _backward_depth += 1
+    try:
+        _walk(root, seed, retain_graph)
+    except BaseException:
+        _end_of_backward.clear()  # a failed pass finishes nothing; a later pass must not run them
+        raise
+    finally:
+        _backward_depth -= 1
+    while _end_of_backward:
+        _end_of_backward.pop(0)()
+
+
+def _walk(root: Tensor, seed: Any, retain_graph: bool) -> None:
     given: set[int] = {id(seed)}  # arrays already handed to a leaf or owned by the caller
     hooked = _hooks_in_use
     root_node = root._node
     if root_node is None:
         if hooked and root._hooks is not None:
-            seed = _run_hooks(root._hooks, seed, root._backend)
-        _accumulate(root, seed, given)
+            _finish_leaf(root, seed, given)
+        else:
+            _accumulate(root, seed, given)
         return
 
     # Count, for every node, how many edges lead into it from nodes above it,
     # so each node runs exactly once, after all its consumers (Kahn's order).
     recorded = _last_recorded_inplace
     consumers: dict[Function, int] = {}
+    # Hooked leaves: how many gradients each still waits for, so that its hooks run as soon
+    # as the last one is summed (DistributedDataParallel then overlaps the rest of the pass).
+    leaf_edges: dict[int, int] = {}
     stack = [root_node]
     seen = {root_node}
     while stack:
@@ -811,6 +872,8 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
                     if parent not in seen:
                         seen.add(parent)
                         stack.append(parent)
+                elif hooked and x._hooks is not None:
+                    leaf_edges[id(x)] = leaf_edges.get(id(x), 0) + 1
 
     grads: dict[Function, Any] = {root_node: seed}
     pending: dict[int, tuple[Tensor, Any]] = {}  # hooked leaves: their gradient, summed before the hooks run
@@ -837,7 +900,14 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
             if parent is None:
                 if hooked and x._hooks is not None:
                     key = id(x)
-                    pending[key] = (x, pending[key][1] + g) if key in pending else (x, g)
+                    if key in pending:
+                        g = pending.pop(key)[1] + g
+                    left = leaf_edges.get(key, 1) - 1  # a hook added during this pass: no count
+                    leaf_edges[key] = left
+                    if left:
+                        pending[key] = (x, g)
+                    else:
+                        _finish_leaf(x, g, given)
                 elif x.grad is None and g.base is None and type(g) is x._backend.array_type and id(g) not in given:
                     given.add(id(g))  # the common case of _accumulate, inlined: a fresh array, first gradient
                     x.grad = _wrap(g, x._backend)
@@ -856,8 +926,8 @@ def backward(root: Tensor, seed: Any, retain_graph: bool = False) -> None:
         if not retain_graph:
             node.inputs = None  # frees the saved arrays and the edges to the inputs
             node.saved = ()
-    for leaf, g in pending.values():
-        _accumulate(leaf, _run_hooks(leaf._hooks, g, leaf._backend), given)
+    for leaf, g in pending.values():  # none: every counted gradient arrives; kept as a safety net
+        _finish_leaf(leaf, g, given)
 
 
 # -- hooks -------------------------------------------------------------------------------
@@ -878,8 +948,20 @@ def _node_hooks(node: Function, g: Any) -> Any:
     return g
 
 
+def _finish_leaf(leaf: Tensor, g: Any, given: set[int]) -> None:
+    """A hooked leaf's summed gradient of this pass: its gradient hooks, the
+    accumulation into ``.grad``, then its post-accumulate hooks."""
+    hooks = leaf._hooks
+    _accumulate(leaf, _run_hooks(hooks, g, leaf._backend), given)
+    for hook in tuple(hooks):
+        if type(hook) is _PostAccumulateGradHook:
+            hook.fn(leaf)
+
+
 def _run_hooks(hooks: list, g: Any, backend: Backend) -> Any:
     for hook in tuple(hooks):
+        if type(hook) is _PostAccumulateGradHook:
+            continue  # runs after the accumulation (_finish_leaf)
         out = hook(_wrap(g, backend))
         if out is not None:
             if not isinstance(out, Tensor):

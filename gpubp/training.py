@@ -11,6 +11,13 @@ The learning-rate schedule runs over ``config.epochs``: a run resumed with a
 different ``--epochs`` anneals over the new total from where it is, so its
 rate jumps (``Run.schedule_change`` says by how much), and each epoch's
 metrics record the first and last rate it used.
+
+Under ``mpirun -n N`` (a process group initialised, ``gpubp.distributed``) the
+same run is trained by N processes: ``batch_size`` stays the global batch, each
+rank takes ``batch_size / N`` samples of it (``BatchLoader``'s shards), the
+model is wrapped in ``DistributedDataParallel``, the ranks agree after every
+batch whether to stop, and rank 0 alone evaluates and writes the checkpoint and
+the metrics, which sum every rank's totals.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -32,6 +39,7 @@ from gpubp.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from gpubp.data.datasets import DATASETS, Dataset, load_dataset
 from gpubp.data.loader import BatchLoader
 from gpubp.data.normalize import Standardize
+from gpubp.distributed import group as dist
 from gpubp.metrics import write_metrics
 from gpubp.optim import SGD, Adam, Optimizer
 from gpubp.optim.lr_scheduler import cosine_annealing_lr
@@ -315,6 +323,9 @@ class Run:
     planned_epochs: int | None = None
     # Where the checkpoint on disk stands, as (epoch, batch); None before the first save.
     saved_at: tuple[int, int] | None = None
+    # In a run of several processes: every rank's generator states where training
+    # continues from (``rng`` is this rank's), which rank 0 saves with the checkpoint.
+    rank_rng: list[dict[str, Any]] | None = None
 
     @classmethod
     def create(cls, config: TrainConfig, dataset: Dataset, out: str | Path) -> Run:
@@ -324,6 +335,11 @@ class Run:
         check_memory(config, dataset, device)
         gp.manual_seed(config.seed)
         model = build_model(dataset.features, len(dataset.classes), config, device)
+        rank = _Ranks.current().rank
+        if rank > 0:
+            # The same weights on every rank (DistributedDataParallel also sends rank 0's),
+            # but dropout masks of each rank's own; rank 0 draws what one process would.
+            gp.manual_seed(_rank_seed(config.seed, rank))
         return cls(
             config=config,
             dataset=dataset,
@@ -359,12 +375,18 @@ class Run:
             # Checkpoints from before the plan was recorded planned over their config's epochs.
             run.planned_epochs = int(meta.get("schedule", {}).get("epochs", meta["config"]["epochs"]))
             saved = meta["rng"]
-            if meta["device"] == run.device:
+            ranks = _Ranks.current()
+            saved_ranks = meta.get("rng_ranks")
+            if ranks.world > 1 and isinstance(saved_ranks, list) and len(saved_ranks) == ranks.world:
+                saved = saved_ranks[ranks.rank]  # the same number of processes: each continues its own
+            elif ranks.rank > 0:
+                saved = {}  # another number of processes: only rank 0's stream continues
+            if run.device in saved and set(saved) == set(_rng_states(run.device)):
                 run.rng = saved
             else:
-                # One device's generator state cannot be carried over to another's; the
-                # dropout masks then differ from the original run's, but stay reproducible.
-                gp.manual_seed(config.seed + run.epoch + 1)
+                # One device's generator state cannot be carried over to another's (nor one rank's to
+                # another's); the dropout masks then differ from the original run's, but stay reproducible.
+                gp.manual_seed(_rank_seed(config.seed + run.epoch + 1, ranks.rank))
                 run.rng = _rng_states(run.device)
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{checkpoint.path}: incomplete or damaged checkpoint ({err!r})") from err
@@ -408,12 +430,19 @@ class Run:
             extras.append(f"dropout {self.config.dropout:g}")
         return (
             f"MLP {'-'.join(map(str, sizes))} {self.config.activation}, {plural(count, 'parameter', thousands=True)}; "
-            f"{opt}{', ' + ', '.join(extras) if extras else ''}; batch {self.config.batch_size}, "
+            f"{opt}{', ' + ', '.join(extras) if extras else ''}; batch {self.config.batch_size}{_split(self.config)}, "
             f"{plural(self.config.epochs, 'epoch')}, seed {self.config.seed}, on {self.device}"
         )
 
     def save(self) -> None:
-        """Writes the checkpoint (atomically) into the output folder."""
+        """Writes the checkpoint (atomically) into the output folder; in a run of several
+        processes rank 0 alone writes it (with every rank's generator states)."""
+        if _Ranks.current().writer:
+            self._write_checkpoint()
+        self.saved_at = (self.epoch, self.batch)
+        self.planned_epochs = self.config.epochs
+
+    def _write_checkpoint(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         meta = {
             "gpubp_version": gp.__version__,
@@ -432,9 +461,9 @@ class Run:
                 "total_steps": self.config.epochs * self.steps_per_epoch,
             },
         }
+        if self.rank_rng is not None:
+            meta["rng_ranks"] = self.rank_rng
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, meta)
-        self.saved_at = (self.epoch, self.batch)
-        self.planned_epochs = self.config.epochs
 
     def fit(
         self,
@@ -463,17 +492,25 @@ class Run:
         it is read.
         """
         cfg = self.config
+        ranks = _Ranks.current()
         train_x = self.normalization(self.dataset.x_train)
         test_x = self.normalization(self.dataset.x_test)
         loader = BatchLoader(
-            train_x, self.dataset.y_train, cfg.batch_size, shuffle=True, seed=cfg.seed, device=self.device
+            train_x,
+            self.dataset.y_train,
+            ranks.local_batch(cfg.batch_size),
+            shuffle=True,
+            seed=cfg.seed,
+            device=self.device,
+            rank=ranks.rank,
+            world_size=ranks.world,
         )
         test_loader = BatchLoader(test_x, self.dataset.y_test, EVAL_BATCH, device=self.device)
-        batches = len(loader)
+        batches = len(loader)  # the same on every rank, and as one process with the global batch
         total_steps = cfg.epochs * batches
         # Running sums of the epoch on the device (Backend.accumulate_metrics says which).
         totals = gp.zeros(get_backend(self.device).METRICS, dtype=gp.float64, device=self.device)
-        step = _training_step(self.model, self.optimizer, *loader.tensors(), totals)
+        step = _training_step(ranks.wrap(self.model), self.optimizer, *loader.tensors(), totals)
         use_jit = self.device != "cpu" if jit is None else jit
         if use_jit:
             step = gp.jit(step)
@@ -484,11 +521,13 @@ class Run:
             started = time.perf_counter()
             progress = self.progress
             first_batch = self.batch  # the batches the totals count start after this one
-            resumed = [progress.loss_sum, progress.correct, 0.0, 0.0]
+            # An epoch resumed part-way carries its sums so far; with several ranks rank 0 carries them.
+            carried = progress if ranks.writer else _EpochProgress()
+            resumed = [carried.loss_sum, carried.correct, 0.0, 0.0]
             totals.copy_(gp.tensor(resumed, dtype=gp.float64, device=self.device))
-            seen = progress.seen
+            seen = carried.seen  # this rank's samples (and those carried)
             lr_first, lr_last = progress.lr_first, progress.lr_last
-            shown = bar(self.epoch, loader.samples, seen) if bar else Bar()
+            shown = bar(self.epoch, loader.samples * ranks.world, progress.seen) if bar and ranks.writer else Bar()
             shown_at = started
             try:
                 for index in loader.index_batches(self.epoch, start=self.batch):
@@ -501,43 +540,52 @@ class Run:
                     n = len(index)
                     seen += n
                     self.batch += 1
-                    if on_host:
-                        self._read_totals(totals, first_batch, batches)
+                    values = totals.numpy() if on_host else None  # every step is checked where it is free
                     # Reading the loss waits for the device: only for a bar that shows it, a few times a second.
                     now = time.perf_counter()
                     if shown.draws and now - shown_at >= SHOW_LOSS_SECONDS:
                         shown_at = now
-                        shown.update(n, float(self._read_totals(totals, first_batch, batches)[0]) / seen)
+                        values = totals.numpy()
+                        shown.update(n * ranks.world, float(values[0]) / seen)
                     else:
-                        shown.update(n)
-                    if should_stop():
-                        loss_sum, correct = self._read_totals(totals, first_batch, batches)[:2]
+                        shown.update(n * ranks.world)
+                    # Every rank stops after the same batch: after each one they agree (one process: no one to ask).
+                    stop, bad = ranks.agree(should_stop(), int(values[3]) if values is not None else 0)
+                    if bad:
+                        self._stop_non_finite(first_batch + bad, batches)
+                    if stop:
+                        loss_sum, correct, seen, bad = ranks.sum_totals(totals.numpy(), seen)
+                        if bad:
+                            self._stop_non_finite(first_batch + bad, batches)
                         self.progress = _EpochProgress(
-                            float(loss_sum),
-                            int(correct),
+                            loss_sum,
+                            correct,
                             seen,
                             progress.seconds + time.perf_counter() - started,
                             lr_first,
                             lr_last,
                         )
-                        self.rng = _rng_states(self.device)
+                        self._keep_rng_states(ranks)
                         self.save()
                         raise TrainingInterrupted(self.checkpoint_path, self.epoch, self.batch)
                 # Waits for the epoch's last step.
-                loss_sum, correct = self._read_totals(totals, first_batch, batches)[:2]
+                loss_sum, correct, seen, bad = ranks.sum_totals(totals.numpy(), seen)
+                if bad:
+                    self._stop_non_finite(first_batch + bad, batches)
             finally:
                 shown.close()
             if lr_last is None:  # an older checkpoint, resumed after the epoch's last batch
                 lr_first = lr_last = learning_rate(cfg, max(self.epoch * batches + self.batch - 1, 0), total_steps)
 
             seconds = progress.seconds + time.perf_counter() - started
-            test = evaluate(self.model, test_loader, len(self.dataset.classes))
+            # Rank 0 alone evaluates: it alone reports and saves.
+            test = evaluate(self.model, test_loader, len(self.dataset.classes)) if ranks.writer else None
             row = {
                 "epoch": self.epoch + 1,
-                "train_loss": float(loss_sum) / seen,
-                "train_acc": int(correct) / seen,
-                "test_loss": test.loss,
-                "test_acc": test.accuracy,
+                "train_loss": loss_sum / seen,
+                "train_acc": correct / seen,
+                "test_loss": test.loss if test is not None else None,
+                "test_acc": test.accuracy if test is not None else None,
                 "lr_first": lr_first,
                 "lr_last": lr_last,
                 "seconds": round(seconds, 3),
@@ -547,29 +595,82 @@ class Run:
             self.epoch += 1
             self.batch = 0
             self.progress = _EpochProgress()
-            self.rng = _rng_states(self.device)
+            self._keep_rng_states(ranks)
             self.save()
-            write_metrics(self.out, self.history, self.config.to_dict())
-            log(format_epoch(row, cfg.epochs))
-            if should_stop() and not self.finished:
+            if ranks.writer:
+                write_metrics(self.out, self.history, self.config.to_dict())
+                log(format_epoch(row, cfg.epochs))
+            if ranks.agree(should_stop(), 0)[0] and not self.finished:
                 raise TrainingInterrupted(self.checkpoint_path, self.epoch, 0)
         return self.history
 
-    def _read_totals(self, totals: gp.Tensor, first_batch: int, batches: int) -> np.ndarray:
-        """The epoch's totals on the host (this waits for the device); NonFiniteLoss
-        when a batch's loss was not finite (``first_batch``: the batches done before
-        the totals were last reset)."""
-        values = totals.numpy()
-        if values[3]:
-            saved = self.saved_at
-            raise NonFiniteLoss(
-                self.epoch,
-                first_batch + int(values[3]),
-                batches,
-                self.checkpoint_path if saved is not None else None,
-                _position(*saved) if saved is not None else None,
+    def _keep_rng_states(self, ranks: _Ranks) -> None:
+        """Notes where the generators stand, to be saved (with several ranks: every rank's)."""
+        self.rng = _rng_states(self.device)
+        self.rank_rng = ranks.gather(self.rng)
+
+    def _stop_non_finite(self, batch: int, batches: int) -> NoReturn:
+        saved = self.saved_at
+        raise NonFiniteLoss(
+            self.epoch,
+            batch,
+            batches,
+            self.checkpoint_path if saved is not None else None,
+            _position(*saved) if saved is not None else None,
+        )
+
+
+class _Ranks:
+    """The process group as the training loop uses it. One process (no group, or a
+    group of one) is rank 0 of 1: it communicates nothing and everything is as
+    before there was a group."""
+
+    def __init__(self, group: dist.ProcessGroup | None) -> None:
+        self.group = group
+        self.rank = group.rank if group is not None else 0
+        self.world = group.world_size if group is not None else 1
+        self.writer = self.rank == 0  # rank 0 alone evaluates, prints and writes files
+
+    @classmethod
+    def current(cls) -> _Ranks:
+        group = dist.current()
+        return cls(group if group is not None and group.world_size > 1 else None)
+
+    def local_batch(self, batch_size: int) -> int:
+        """This rank's share of the global batch; ConfigError when it does not divide."""
+        if batch_size % self.world:
+            lower, upper = batch_size - batch_size % self.world, batch_size + self.world - batch_size % self.world
+            raise ConfigError(
+                f"--batch-size {batch_size} is the global batch and must divide among the {self.world} processes; "
+                f"use a multiple of {self.world}, e.g. {lower or upper} or {upper}"
             )
-        return values
+        return batch_size // self.world
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model every rank trains: wrapped in DistributedDataParallel when there are several."""
+        return model if self.group is None else nn.parallel.DistributedDataParallel(model)
+
+    def agree(self, stop: bool, bad: int) -> tuple[bool, int]:
+        """Whether any rank asks to stop, and the first non-finite batch any rank saw (0: none)."""
+        if self.group is None:
+            return stop, bad
+        # One all-reduce (max) of the host's two numbers: -bad so that the max is the first bad batch.
+        flags = np.array([float(stop), -float(bad) if bad else -np.inf])
+        self.group.mpi.all_reduce(flags, "max")
+        return bool(flags[0]), int(-flags[1]) if np.isfinite(flags[1]) else 0
+
+    def sum_totals(self, values: np.ndarray, seen: int) -> tuple[float, int, int, int]:
+        """(loss sum, correct, samples, first non-finite batch) of the epoch so far, over every rank."""
+        if self.group is None:
+            return float(values[0]), int(values[1]), seen, int(values[3])
+        sums = np.array([values[0], values[1], float(seen)])
+        self.group.mpi.all_reduce(sums, "sum")
+        bad = self.agree(False, int(values[3]))[1]
+        return float(sums[0]), int(round(sums[1])), int(round(sums[2])), bad
+
+    def gather(self, states: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Every rank's ``states`` (None for one process)."""
+        return None if self.group is None else self.group.mpi.all_gather_object(states)
 
 
 def _training_step(
@@ -725,3 +826,30 @@ def _is_int(value: Any) -> bool:
 
 def _show_hidden(hidden: Any) -> str:
     return ",".join(map(str, hidden)) if isinstance(hidden, (tuple, list)) else repr(hidden)
+
+
+def check_ranks(run: Run) -> None:
+    """ConfigError when the processes of the group cannot train ``run`` together: its
+    global batch must divide among them, and each must train on its own GPU, the one
+    its local rank picked (so "cuda" or "auto", not one "cuda:N" for all). Nothing to
+    check for one process."""
+    ranks = _Ranks.current()
+    ranks.local_batch(run.config.batch_size)
+    group = ranks.group
+    if group is not None and run.device != "cpu" and run.device != f"cuda:{group.gpu}":
+        raise ConfigError(
+            f"--device {run.config.device} puts this process on {run.device}, but with {ranks.world} processes each "
+            f"trains on the GPU of its local rank (here cuda:{group.gpu}): use --device cuda or auto"
+        )
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s generators: ``seed`` itself on rank 0 (what one process
+    draws), a seed derived from both on the others."""
+    return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def _split(config: TrainConfig) -> str:
+    """How the global batch splits among the processes, for ``Run.describe`` ("" for one)."""
+    ranks = _Ranks.current()
+    return f" ({config.batch_size // ranks.world} on each of {ranks.world} processes)" if ranks.world > 1 else ""

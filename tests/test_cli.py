@@ -608,3 +608,35 @@ def test_graph_without_graphviz_says_what_to_install_before_any_work(
         "gpubp graph: error: cannot draw graph.svg: Graphviz's dot program was not found on PATH; "
         "or write the DOT text with --out graph.dot"
     )
+
+
+# -- several processes (the mpirun runs themselves: tests/distributed/test_mpi.py) ----------------------
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_launcher_gpubp_cannot_join_is_one_line_from_rank_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], rank: str
+) -> None:
+    monkeypatch.setenv("RANK", rank)  # torchrun's variables: two processes, but no MPI to connect them
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = ["train", "--dataset", "spirals", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    if rank == "0":
+        assert captured.err.strip().splitlines() == [
+            "gpubp train: error: init_process_group: torchrun started 2 processes, but gpubp's processes meet "
+            "through MPI, which torchrun does not start; launch them with mpirun -n 2 (or srun)"
+        ]
+    else:
+        assert captured.err == ""
+    assert captured.out == "" and not (tmp_path / "run").exists()
+
+
+def test_a_malformed_launcher_environment_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "two")
+    assert main(["train", "--dataset", "spirals", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "gpubp train: error: the launcher's environment: Open MPI set OMPI_COMM_WORLD_SIZE='two', "
+        "which is not an integer"
+    )

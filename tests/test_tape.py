@@ -512,6 +512,73 @@ def test_hooks_are_checked() -> None:
         y.sum().backward()
 
 
+def test_post_accumulate_hooks_run_on_the_leaf_once_its_grad_holds_the_pass_as_torch() -> None:
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed; the cross-check is optional")
+    results = []
+    for lib in (gp, torch):
+        seen = []
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        x.register_hook(lambda g: g * 10)
+        x.register_post_accumulate_grad_hook(lambda leaf, seen=seen: seen.append(leaf.grad.tolist()))
+        (x * 2 + x * 3).sum().backward()
+        (x * 1).sum().backward()
+        results.append((seen, x.grad.tolist()))
+    assert results[0] == results[1] == ([[50.0, 50.0], [60.0, 60.0]], [60.0, 60.0])
+
+
+def test_a_leafs_hooks_run_as_soon_as_its_last_gradient_is_summed() -> None:
+    """Not at the end of the pass: DistributedDataParallel overlaps the rest of it."""
+    w1 = gp.tensor([[1.0, 2.0]], requires_grad=True)
+    w2 = gp.tensor([[3.0], [4.0]], requires_grad=True)
+    x = gp.tensor([[1.0], [-1.0]])
+    early = []
+    w2.register_post_accumulate_grad_hook(lambda leaf: early.append(w1.grad is None))
+    (gp.sigmoid(x @ w1) @ w2).sum().backward()  # w2's gradient is complete before w1's is computed
+    assert early == [True] and w1.grad is not None
+
+
+def test_post_accumulate_hooks_are_for_leaves_and_can_be_removed() -> None:
+    x = gp.tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="cannot be registered on non-leaf tensors"):
+        (x * 2).register_post_accumulate_grad_hook(lambda leaf: None)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        gp.ones(1).register_post_accumulate_grad_hook(lambda leaf: None)
+    calls = []
+    handle = x.register_post_accumulate_grad_hook(calls.append)
+    x.register_hook(lambda g: g * 2)
+    handle.remove()
+    (x * 3).sum().backward()
+    assert calls == [] and x.grad.tolist() == [6.0]
+
+
+def test_queued_callbacks_run_once_at_the_end_of_the_pass() -> None:
+    from gpubp.tensor import queue_callback
+
+    with pytest.raises(RuntimeError, match="only be called during a backward pass"):
+        queue_callback(lambda: None)
+    x = gp.tensor([1.0, 2.0], requires_grad=True)
+    y = gp.tensor([3.0], requires_grad=True)
+    order = []
+    x.register_hook(lambda g: queue_callback(lambda: order.append(("end", y.grad.tolist()))))
+    (x.sum() * y).sum().backward()
+    assert order == [("end", [3.0])]  # after every gradient of the pass
+    (x * 1).sum().backward()
+    assert len(order) == 2  # queued again by the hook, run once more
+
+
+def test_a_failed_pass_drops_its_queued_callbacks() -> None:
+    from gpubp.tensor import queue_callback
+
+    x = gp.tensor([1.0], requires_grad=True)
+    calls = []
+    hook = x.register_hook(lambda g: queue_callback(lambda: calls.append("end")) or gp.ones(3))
+    with pytest.raises(RuntimeError, match="hook returned"):
+        (x * 2).sum().backward()
+    hook.remove()
+    (x * 2).sum().backward()
+    assert calls == []
+
+
 def test_zero_grad_can_keep_the_gradient_tensor() -> None:
     x = gp.tensor([1.0, 2.0], requires_grad=True)
     (x * 3).sum().backward()

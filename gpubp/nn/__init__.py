@@ -1,7 +1,8 @@
 """Layers and models, as torch.nn: ``gp.nn.Sequential(gp.nn.Linear(784, 256), gp.nn.Sigmoid(), ...)``;
-``gp.nn.functional`` (``import gpubp.nn.functional as F``) and ``gp.nn.utils`` (gradient clipping)."""
+``gp.nn.functional`` (``import gpubp.nn.functional as F``), ``gp.nn.utils`` (gradient clipping) and
+``gp.nn.parallel`` (``DistributedDataParallel``)."""
 
-from gpubp.nn import functional, init, utils
+from gpubp.nn import functional, init, parallel, utils
 from gpubp.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from gpubp.nn.container import ModuleList
 from gpubp.nn.dropout import Dropout
@@ -14,6 +15,7 @@ from gpubp.nn.sequential import Sequential
 __all__ = [
     "functional",
     "init",
+    "parallel",
     "utils",
     "Module",
     "Parameter",

@@ -65,6 +65,62 @@ def test_iterating_moves_on_to_the_next_epoch() -> None:
     assert first == _labels(loader, 0) and second == _labels(loader, 1)
 
 
+def _shards(n: int, batch: int, world: int, **kwargs: object) -> list[BatchLoader]:
+    x, y = _data(n)
+    return [BatchLoader(x, y, batch, shuffle=True, seed=5, rank=r, world_size=world, **kwargs) for r in range(world)]
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_ranks_take_disjoint_equal_shards_of_the_same_permutation(world: int) -> None:
+    shards = _shards(24, 2, world)
+    order = shards[0].order(epoch=1)
+    assert all(np.array_equal(s.order(epoch=1), order) for s in shards)  # a function of (seed, epoch) alone
+    parts = [sum(_labels(s, epoch=1), []) for s in shards]
+    assert [len(p) for p in parts] == [24 // world] * world
+    assert sorted(sum(parts, [])) == list(range(24))  # disjoint, and every sample once
+    assert parts[1] == order[1::world].tolist()  # DistributedSampler's shard: every world-th from the rank
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_batch_k_of_all_ranks_is_batch_k_of_one_process_with_the_global_batch(world: int) -> None:
+    x, y = _data(50)
+    one = _labels(BatchLoader(x, y, 4 * world, shuffle=True, seed=5), epoch=3, start=2)
+    ranks = [_labels(s, epoch=3, start=2) for s in _shards(50, 4, world)]
+    assert len({len(r) for r in ranks}) == 1 and len(ranks[0]) == len(one)  # every rank the same number of steps
+    for k, batch in enumerate(one):
+        together = sum((r[k] for r in ranks), [])
+        if k < len(one) - 1:
+            assert sorted(together) == sorted(batch)
+        else:  # the last, partial batch: with padding it repeats the permutation's first samples
+            assert set(batch) <= set(together) and len(together) - len(batch) < world
+
+
+def test_a_shard_that_does_not_divide_is_padded_or_cut_as_distributed_sampler() -> None:
+    padded = _shards(10, 2, 4)
+    order = padded[0].order(0).tolist()
+    assert [s.shard_size for s in padded] == [3] * 4 and [len(s) for s in padded] == [2] * 4
+    assert sum((s.indices(0).tolist() for s in padded), []) != order
+    assert sorted(sum((s.indices(0).tolist() for s in padded), [])) == sorted(order + order[:2])
+    cut = _shards(10, 2, 4, drop_last=True)
+    assert [s.shard_size for s in cut] == [2] * 4 and [s.samples for s in cut] == [2] * 4
+    assert sorted(sum((s.indices(0).tolist() for s in cut), [])) == sorted(order[:8])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"world_size": 0}, "world_size must be a positive integer"),
+        ({"rank": 2, "world_size": 2}, "rank must be in \\[0, 2\\)"),
+        ({"rank": -1, "world_size": 2}, "rank must be in"),
+        ({"batch_size": 3, "world_size": 4, "drop_last": True}, "leaves no batch of 10 samples \\(2 per rank\\)"),
+    ],
+)
+def test_invalid_shard_arguments(kwargs: dict, message: str) -> None:
+    kwargs = {"batch_size": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        BatchLoader(*_data(10), **kwargs)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
