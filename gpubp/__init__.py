@@ -5,7 +5,7 @@
 >>> gp.sigmoid(x).sum().backward()
 """
 
-from gpubp import cuda, distributed, nn, optim, viz
+from gpubp import cuda, data, distributed, nn, optim, viz
 from gpubp.creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from gpubp.dtypes import bool_, float16, float32, float64, int32, int64, uint8
 from gpubp.grad_mode import enable_grad, is_grad_enabled, no_grad
@@ -111,6 +111,7 @@ __all__ = [
     "cuda",
     "distributed",
     "nn",
+    "data",
     "optim",
     "viz",
 ]
