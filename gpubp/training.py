@@ -699,6 +699,19 @@ def evaluate_checkpoint(
     """Rebuilds the checkpoint's model and evaluates it on its data set's test split
     (read from ``data`` when given, else from the folder it was trained on; the
     training split is not needed: the normalisation is saved in the checkpoint)."""
+    config, normalization, dataset = _saved_run(checkpoint, data)
+    device = resolve_device(device)
+    check_memory(config, dataset, device, training=False, eval_batch=batch_size)
+    model = build_model(dataset.features, len(dataset.classes), config, device)
+    checkpoint.load_model(model)
+    loader = BatchLoader(normalization(dataset.x_test), dataset.y_test, batch_size, device=device)
+    return evaluate(model, loader, len(dataset.classes)), dataset
+
+
+def _saved_run(checkpoint: Checkpoint, data: str | None) -> tuple[TrainConfig, Standardize, Dataset]:
+    """A saved run's config and normalisation, and its data set's test split (read from
+    ``data`` when given, else from the folder it was trained on): all that evaluating
+    or drawing it needs."""
     try:
         config = TrainConfig.from_dict(checkpoint.meta["config"])
         normalization = Standardize.from_dict(checkpoint.meta["normalization"])
@@ -706,12 +719,7 @@ def evaluate_checkpoint(
         raise CheckpointError(f"{checkpoint.path}: damaged checkpoint metadata ({err})") from err
     dataset = load_dataset(config.dataset, data if data is not None else config.data, splits=("test",))
     _check_dataset(checkpoint, dataset, keys=("features", "classes"))
-    device = resolve_device(device)
-    check_memory(config, dataset, device, training=False, eval_batch=batch_size)
-    model = build_model(dataset.features, len(dataset.classes), config, device)
-    checkpoint.load_model(model)
-    loader = BatchLoader(normalization(dataset.x_test), dataset.y_test, batch_size, device=device)
-    return evaluate(model, loader, len(dataset.classes)), dataset
+    return config, normalization, dataset
 
 
 def graph_step(
@@ -734,13 +742,7 @@ def graph_step(
     reads (as ``gpubp eval``). ``data`` overrides the folder the data is read from,
     ``seed`` the seed of the weights and dropout masks."""
     if checkpoint is not None:
-        try:
-            config = TrainConfig.from_dict(checkpoint.meta["config"])
-            normalization = Standardize.from_dict(checkpoint.meta["normalization"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{checkpoint.path}: damaged checkpoint metadata ({err})") from err
-        dataset = load_dataset(config.dataset, data if data is not None else config.data, splits=("test",))
-        _check_dataset(checkpoint, dataset, keys=("features", "classes"))
+        config, normalization, dataset = _saved_run(checkpoint, data)
         x, y = dataset.x_test[:batch_size], dataset.y_test[:batch_size]
     elif config is not None:
         config.validate()
