@@ -124,21 +124,9 @@ def _timer_for(device: str, step: Callable[[], Any]) -> Callable[..., float]:
 
 def _gpubp(config: Config, device: str, threads: int | None, seed: int) -> Contender:
     import gpubp as gp
+    from benchmarks.gpubp_steps import gpubp_mlp
 
-    layers: list[Any] = []
-    for i, (n_in, n_out) in enumerate(config.layers):
-        layers.append(gp.nn.Linear(n_in, n_out, device=device))
-        if i < len(config.layers) - 1:
-            layers.append(gp.nn.Sigmoid())
-    model = gp.nn.Sequential(*layers)
-    # Sequential numbers its modules: Linear layers sit at the even indices.
-    model.load_state_dict(
-        {
-            f"{2 * i}.{kind}": value
-            for i, pair in enumerate(init_params(config, seed))
-            for kind, value in zip(("weight", "bias"), pair)
-        }
-    )
+    model = gpubp_mlp(config, device, seed)
     opt = gp.optim.SGD(model.parameters(), lr=LEARNING_RATE)
     x_np, labels_np = make_batch(config)
     x, labels = gp.tensor(x_np, device=device), gp.tensor(labels_np, device=device)

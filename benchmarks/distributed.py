@@ -40,7 +40,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 import gpubp as gp  # noqa: E402
-from benchmarks.mlp import CONFIGS, LEARNING_RATE, init_params, make_batch, parse_config  # noqa: E402
+from benchmarks.gpubp_steps import gpubp_mlp  # noqa: E402
+from benchmarks.mlp import CONFIGS, LEARNING_RATE, make_batch, parse_config  # noqa: E402
 
 
 def worker(config_name: str, wrap: bool, warmup: int, blocks: int, block: int) -> dict[str, float] | None:
@@ -48,15 +49,7 @@ def worker(config_name: str, wrap: bool, warmup: int, blocks: int, block: int) -
     gp.distributed.init_process_group()
     rank, world = gp.distributed.get_rank(), gp.distributed.get_world_size()
     config = parse_config(config_name)
-    layers: list[gp.nn.Module] = []
-    params = init_params(config)
-    for i, (weight, bias) in enumerate(params):
-        linear = gp.nn.Linear(weight.shape[1], weight.shape[0])
-        linear.load_state_dict({"weight": weight, "bias": bias})
-        layers.append(linear)
-        if i < len(params) - 1:
-            layers.append(gp.nn.Sigmoid())
-    model = gp.nn.Sequential(*layers)
+    model = gpubp_mlp(config)
     net = gp.nn.parallel.DistributedDataParallel(model) if wrap else model
     opt = gp.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9)
     x, labels = make_batch(config)

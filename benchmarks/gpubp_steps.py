@@ -22,26 +22,32 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 import gpubp as gp  # noqa: E402
-from benchmarks.mlp import init_params, make_batch  # noqa: E402
+from benchmarks.mlp import Config, init_params, make_batch  # noqa: E402
 from benchmarks.step_nets import ADAM_LR, SGD_LR, SGD_MOMENTUM, STEP_NETS, StepNet  # noqa: E402
 from benchmarks.timing import cupy_events, time_blocks  # noqa: E402
 
 
-def build_gpubp_step(net: StepNet, device: str = "cuda", jit: bool = False, seed: int = 0) -> Callable[[], None]:
-    """A zero-argument training step of ``net`` on ``device``: forward, cross-entropy,
-    backward and the optimizer step, called through ``gp.jit`` when ``jit``."""
-    gp.manual_seed(seed)
+def gpubp_mlp(config: Config, device: str = "cpu", seed: int = 0, dropout: float = 0.0) -> gp.nn.Sequential:
+    """The benchmarks' sigmoid MLP in gpubp: Linear + Sigmoid (+ Dropout) per hidden
+    layer, then Linear, with the weights and biases of ``init_params(config, seed)``."""
     layers: list[gp.nn.Module] = []
-    params = init_params(net.config, seed)
+    params = init_params(config, seed)
     for i, (weight, bias) in enumerate(params):
         linear = gp.nn.Linear(weight.shape[1], weight.shape[0])
         linear.load_state_dict({"weight": weight, "bias": bias})
         layers.append(linear)
         if i < len(params) - 1:
             layers.append(gp.nn.Sigmoid())
-            if net.dropout:
-                layers.append(gp.nn.Dropout(net.dropout))
-    model = gp.nn.Sequential(*layers).to(device)
+            if dropout:
+                layers.append(gp.nn.Dropout(dropout))
+    return gp.nn.Sequential(*layers).to(device)
+
+
+def build_gpubp_step(net: StepNet, device: str = "cuda", jit: bool = False, seed: int = 0) -> Callable[[], None]:
+    """A zero-argument training step of ``net`` on ``device``: forward, cross-entropy,
+    backward and the optimizer step, called through ``gp.jit`` when ``jit``."""
+    gp.manual_seed(seed)
+    model = gpubp_mlp(net.config, device, seed, net.dropout)
     if net.optimizer == "adam":
         opt = gp.optim.Adam(model.parameters(), lr=ADAM_LR)
     else:

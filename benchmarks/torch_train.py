@@ -39,7 +39,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +52,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402, N812 (PyTorch's own spelling)
 
+from benchmarks.fashion_mnist import cpu_model  # noqa: E402
 from gpubp.data.datasets import FASHION_MNIST_DIR, Dataset, load_dataset  # noqa: E402
 from gpubp.data.normalize import Standardize  # noqa: E402
 
@@ -155,13 +155,7 @@ def device_name(device: str) -> str:
     """The GPU's name on CUDA, the CPU's model name otherwise."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return cpu_model()
 
 
 class _Sums:
