@@ -18,11 +18,17 @@ Benchmarks (predictions and outcomes in benchmarks/NOTES.md):
              and the same step's GEMMs alone, so non-GEMM time = step - GEMMs;
   jit_steps  the nets of benchmarks/step_nets.py: gpubp eager, gpubp through
              gp.jit, PyTorch eager and PyTorch with the whole step in one CUDA graph;
+  precision  the 4096-wide and 784-1024-1024-10 MLPs at batch 4096 in fp32, tf32,
+             bf16 autocast and fp16 autocast + GradScaler: gpubp (gp.jit) against
+             PyTorch eager and graph, the steps' GEMMs alone in both, the GPU's bf16
+             GEMM rate, and the main job's test accuracy per precision
+             (benchmarks/precision.py; --skip precision_accuracy keeps the timings only);
   main_job   the CLI's default Fashion-MNIST run against the same recipe in PyTorch,
              plain and as an expert's CUDA graph, and gpubp on an empty kernel cache
              (benchmarks/main_job.py; needs --data on a machine without the package).
 Times are CUDA-event intervals after warm-up; medians. --quick shortens the
-step timings and trains 2 epochs instead of 20 (a smoke run).
+step timings and trains 2 epochs instead of 20 (a smoke run); --skip NAME leaves
+a section out.
 """
 
 from __future__ import annotations
@@ -428,6 +434,14 @@ def _derive_jit(entry: dict[str, Any]) -> None:
         entry["eager_vs_torch_eager"] = ms("gpubp_eager") / ms("torch_eager")
 
 
+def precision(gpu: bool, quick: bool, data: str | None, accuracy: bool) -> dict[str, Any]:
+    """The precision rows (benchmarks/precision.py): timings, then Fashion-MNIST per precision."""
+    from benchmarks import precision as section
+
+    plan = section.make_plan(gpu, quick, accuracy)
+    return section.run(plan, "cuda" if gpu else "cpu", data, log=log)
+
+
 def main_job(data: str, quick: bool) -> dict[str, Any]:
     from benchmarks import main_job as job
 
@@ -480,6 +494,12 @@ def summary(results: dict[str, Any]) -> list[str]:
         lines.append(
             "targets: gpubp jit <= 0.8 x torch graph and >= 5 x faster than torch eager (784-256-128, 784-512-256)"
         )
+    precision_results = results.get("precision", {})
+    if isinstance(precision_results, dict) and precision_results:
+        from benchmarks import precision as precision_module
+
+        lines.append("")
+        lines += precision_module.summary(precision_results)
     job = results.get("main_job", {})
     if isinstance(job, dict) and "error" not in job and job:
         from benchmarks import main_job as main_job_module
@@ -514,7 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8, help="pytest-xdist workers for the GPU tests (1: none)")
     parser.add_argument("--quick", action="store_true", help="short timings and a 2-epoch main job (a smoke run)")
     parser.add_argument("--data", default=None, help="the Fashion-MNIST folder (default: the Debian package's)")
-    parser.add_argument("--skip", action="append", default=[], help="a section to leave out (repeatable)")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        help="a section to leave out (repeatable): tests, bandwidth, steps, jit_steps, precision, main_job; "
+        "precision_accuracy keeps precision's timings but trains nothing",
+    )
     args = parser.parse_args(argv)
     if args.out is None:  # a dry run's numbers mean nothing: keep them out of the repository
         args.out = Path(tempfile.gettempdir()) / "gpubp-gpu-check" if args.dry_run else ROOT / "benchmarks" / "results"
@@ -531,10 +557,15 @@ def main(argv: list[str] | None = None) -> int:
     models, batches = (MODELS, BATCHES) if gpu else (DRY_MODELS, DRY_BATCHES)
     sections.append(("steps", lambda: steps(gpu, models, batches)))
     sections.append(("jit_steps", lambda: jit_steps(gpu, args.quick)))
+    data = None
     if gpu:
         from gpubp.data.datasets import FASHION_MNIST_DIR
 
-        sections.append(("main_job", lambda: main_job(args.data or FASHION_MNIST_DIR, args.quick)))
+        data = args.data or FASHION_MNIST_DIR
+    accuracy = "precision_accuracy" not in args.skip
+    sections.append(("precision", lambda: precision(gpu, args.quick, data, accuracy)))
+    if gpu:
+        sections.append(("main_job", lambda: main_job(data, args.quick)))
     sections = [(name, run) for name, run in sections if name not in args.skip]
     for name, run in sections:
         log(f"== {name} ==")

@@ -22,16 +22,19 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 import gpubp as gp  # noqa: E402
-from benchmarks.mlp import Config, init_params, make_batch  # noqa: E402
+from benchmarks.mlp import Config, Params, init_params, make_batch  # noqa: E402
 from benchmarks.step_nets import ADAM_LR, SGD_LR, SGD_MOMENTUM, STEP_NETS, StepNet  # noqa: E402
 from benchmarks.timing import cupy_events, time_blocks  # noqa: E402
 
 
-def gpubp_mlp(config: Config, device: str = "cpu", seed: int = 0, dropout: float = 0.0) -> gp.nn.Sequential:
+def gpubp_mlp(
+    config: Config, device: str = "cpu", seed: int = 0, dropout: float = 0.0, params: Params | None = None
+) -> gp.nn.Sequential:
     """The benchmarks' sigmoid MLP in gpubp: Linear + Sigmoid (+ Dropout) per hidden
-    layer, then Linear, with the weights and biases of ``init_params(config, seed)``."""
+    layer, then Linear, with the weights and biases of ``init_params(config, seed)``
+    (or ``params``, that list made once: drawing the 4096-wide net's takes a while)."""
     layers: list[gp.nn.Module] = []
-    params = init_params(config, seed)
+    params = init_params(config, seed) if params is None else params
     for i, (weight, bias) in enumerate(params):
         linear = gp.nn.Linear(weight.shape[1], weight.shape[0])
         linear.load_state_dict({"weight": weight, "bias": bias})

@@ -39,13 +39,23 @@ def _environment(cache: str | None) -> dict[str, str]:
     return env
 
 
-def gpubp_run(data: str, epochs: int, jit: bool = True, cache: str | None = None) -> dict[str, Any]:
-    """``gpubp train`` on the GPU in a fresh process; its metrics.json, summarised."""
+def gpubp_run(
+    data: str,
+    epochs: int,
+    jit: bool = True,
+    cache: str | None = None,
+    precision: str | None = None,
+    device: str = "cuda",
+) -> dict[str, Any]:
+    """``gpubp train`` on the GPU (or ``device``) in a fresh process; its metrics.json,
+    summarised. ``precision`` is passed as ``--precision`` (None: the CLI's default)."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "gpubp", "train", "--device", "cuda", "--data", data]
+        command = [sys.executable, "-m", "gpubp", "train", "--device", device, "--data", data]
         command += ["--epochs", str(epochs), "--out", f"{tmp}/run", "--no-progress"]
         if not jit:
             command.append("--no-jit")
+        if precision is not None:
+            command += ["--precision", precision]
         started = time.perf_counter()
         result = subprocess.run(command, env=_environment(cache), capture_output=True, text=True, timeout=900)
         wall = time.perf_counter() - started
@@ -77,11 +87,16 @@ def compare(data: str, epochs: int, log: Any = print) -> dict[str, Any]:
     """Every contender, then the ratios the targets are stated in."""
     results: dict[str, Any] = {"epochs": epochs, "targets": TARGETS}
     runs = {
-        "gpubp_cold": lambda: gpubp_run(data, min(epochs, 2), True, tempfile.mkdtemp(prefix="gpubp-cold-cache-")),
-        "gpubp_jit": lambda: gpubp_run(data, epochs, True),
-        "gpubp_eager": lambda: gpubp_run(data, epochs, False),
+        # float32, as the PyTorch contenders compute (the CLI's GPU default may be another precision).
+        "gpubp_cold": lambda: gpubp_run(
+            data, min(epochs, 2), True, tempfile.mkdtemp(prefix="gpubp-cold-cache-"), precision="fp32"
+        ),
+        "gpubp_jit": lambda: gpubp_run(data, epochs, True, precision="fp32"),
+        "gpubp_eager": lambda: gpubp_run(data, epochs, False, precision="fp32"),
         "torch_plain": lambda: torch_run("plain", data, epochs),
         "torch_graph": lambda: torch_run("graph", data, epochs),
+        # The other precisions, one after another (timed): what the GPU default is chosen from.
+        **{f"gpubp_{p}": (lambda p=p: gpubp_run(data, epochs, True, precision=p)) for p in ("tf32", "bf16", "fp16")},
     }
     for name, run in runs.items():
         try:

@@ -75,7 +75,10 @@ def parse_config(text: str) -> Config:
     raise ValueError(f"config {text!r} has no default batch size; write it as {widths}:BATCH")
 
 
-def init_params(config: Config, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+Params = list[tuple[np.ndarray, np.ndarray]]  # (weight (out, in), bias (out,)) per layer
+
+
+def init_params(config: Config, seed: int = 0) -> Params:
     """(weight (out, in), bias (out,)) per layer, float32: Xavier-uniform weights
     (what gpubp's Linear uses for sigmoid nets) and small nonzero biases."""
     rng = np.random.default_rng(seed)

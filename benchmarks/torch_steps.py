@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402, N812 (PyTorch's own spelling)
 
-from benchmarks.mlp import init_params, make_batch  # noqa: E402
+from benchmarks.mlp import Params, init_params, make_batch  # noqa: E402
 from benchmarks.step_nets import ADAM_LR, SGD_LR, SGD_MOMENTUM, STEP_NETS, StepNet  # noqa: E402
 from benchmarks.timing import time_blocks, torch_events  # noqa: E402
 
@@ -35,10 +35,11 @@ from benchmarks.timing import time_blocks, torch_events  # noqa: E402
 GRAPH_WARMUP_STEPS = 3
 
 
-def build_model(net: StepNet, device: str, seed: int = 0) -> torch.nn.Sequential:
+def build_model(net: StepNet, device: str, seed: int = 0, params: Params | None = None) -> torch.nn.Sequential:
     """The net as ``torch.nn.Sequential``: Linear + Sigmoid (+ Dropout(p)) per hidden
-    layer, then Linear, with the weights and biases of ``init_params(net.config, seed)``."""
-    params = init_params(net.config, seed)
+    layer, then Linear, with the weights and biases of ``init_params(net.config, seed)``
+    (or ``params``, that list made once)."""
+    params = init_params(net.config, seed) if params is None else params
     layers: list[torch.nn.Module] = []
     for i, (weight, bias) in enumerate(params):
         linear = torch.nn.Linear(weight.shape[1], weight.shape[0], device=device, dtype=torch.float32)

@@ -5,9 +5,10 @@
 >>> gp.sigmoid(x).sum().backward()
 """
 
-from gpubp import cuda, data, distributed, nn, optim, viz
+from gpubp import amp, cuda, data, distributed, nn, optim, viz
+from gpubp.autocast_mode import autocast, get_autocast_dtype, is_autocast_enabled
 from gpubp.creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
-from gpubp.dtypes import bool_, float16, float32, float64, int32, int64, uint8
+from gpubp.dtypes import bfloat16, bool_, float16, float32, float64, int32, int64, uint8
 from gpubp.grad_mode import enable_grad, is_grad_enabled, no_grad
 from gpubp.gradcheck import GradcheckError, GradcheckResult, gradcheck
 from gpubp.interop import from_dlpack
@@ -43,6 +44,10 @@ __all__ = [
     "rand",
     "arange",
     "float16",
+    "bfloat16",
+    "autocast",
+    "is_autocast_enabled",
+    "get_autocast_dtype",
     "float32",
     "float64",
     "int32",
@@ -114,4 +119,5 @@ __all__ = [
     "data",
     "optim",
     "viz",
+    "amp",
 ]

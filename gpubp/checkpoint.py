@@ -98,6 +98,15 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer
             ],
             "scalars": scalars,
         }
+    # NumPy writes a bfloat16 (ml_dtypes) array into an .npz but reads it back as raw
+    # two-byte records: refuse it here rather than write a checkpoint that loads wrong.
+    unreadable = [name for name, array in arrays.items() if array.dtype.kind not in "biuf"]
+    if unreadable:
+        kinds = ", ".join(f"{name} ({arrays[name].dtype})" for name in unreadable)
+        raise CheckpointError(
+            f"{path}: not saved: an .npz cannot hold {kinds} faithfully; checkpoints hold the float32 "
+            "master weights (convert with .float())"
+        )
     text = json.dumps(meta, allow_nan=False)
     arrays[_META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))

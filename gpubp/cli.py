@@ -42,9 +42,11 @@ from gpubp.progress import is_terminal, plural, progress_bar
 from gpubp.training import (
     ACTIVATIONS,
     CHECKPOINT_FILE,
+    DEFAULT_GPU_PRECISION,
     DEFAULT_LR,
     GRAPH_BATCH,
     OPTIMIZERS,
+    PRECISIONS,
     SCHEDULES,
     ConfigError,
     NonFiniteLoss,
@@ -71,7 +73,7 @@ from gpubp.viz import (
 # other jobs: one thread is never far from the best, two can be several times slower.
 DEFAULT_THREADS = 1
 # Settings (TrainConfig fields) a resumed run may change; the others are fixed by the checkpoint.
-RESUMABLE = ("epochs", "device", "data")
+RESUMABLE = ("epochs", "device", "data", "precision")
 # Options of how this process runs, not settings of the run: never saved, free to change on resume.
 RUN_OPTIONS = ("threads", "no_jit", "no_progress")
 EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, help=f"seed of initialisation, shuffling and dropout (default {_DEFAULTS.seed})"
     )
     run.add_argument("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N (default auto)")
+    _add_precision(run, "the forward pass and the loss in 16 bits under autocast, fp16 with loss scaling")
     run.add_argument("--out", metavar="DIR", help="folder for the checkpoint and metrics (default runs/DATASET-TIME)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     run.add_argument(
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", metavar="DIR", help="folder with the MNIST-format files (default: the one trained on)"
     )
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    _add_precision(evaluate, "the forward pass in 16 bits under autocast", default="auto")
     _add_threads(evaluate)
     evaluate.add_argument(
         "--batch-size", type=int, default=1000, metavar="N", help="samples per forward pass (default 1000)"
@@ -212,6 +216,18 @@ def _add_model_options(group: argparse._ActionsContainer) -> None:
         type=float,
         metavar="P",
         help=f"inverted dropout after each hidden layer (default {_DEFAULTS.dropout})",
+    )
+
+
+def _add_precision(group: argparse._ActionsContainer, sixteen: str, default: str | None = None) -> None:
+    # train's default is None (not given), so that a resumed run keeps its saved setting.
+    group.add_argument(
+        "--precision",
+        choices=("auto", *PRECISIONS),
+        default=default,
+        help=f"fp32; tf32 (float32 matrix products on GPU tensor cores); bf16 or fp16 ({sixteen}); weights, "
+        f"gradients and optimizer state stay float32 (default auto: fp32 on the CPU, {DEFAULT_GPU_PRECISION} "
+        "on a GPU)",
     )
 
 
@@ -332,9 +348,9 @@ def _prepare_run(args: argparse.Namespace) -> int | Run:
             )
             return 0
         print(f"resuming {out} at epoch {run.epoch + 1}, batch {run.batch}")
-        change = run.schedule_change()
-        if change is not None:
-            print(change)
+        for change in (run.schedule_change(), run.precision_change()):
+            if change is not None:
+                print(change)
     else:
         config = TrainConfig(**given).validate()
         out = Path(args.out) if args.out is not None else _new_run_folder(config.dataset)
@@ -385,7 +401,7 @@ def _fit(args: argparse.Namespace, run: Run, group: Any = None) -> int:
     if writer:
         last = history[-1]
         print(
-            f"done: test accuracy {last['test_acc']:.4f} after {plural(last['epoch'], 'epoch')} "
+            f"done: test accuracy {last['test_acc']:.4f} in {run.precision} after {plural(last['epoch'], 'epoch')} "
             f"({time.perf_counter() - started:.1f}s); checkpoint {run.checkpoint_path}"
         )
     return 0
@@ -538,9 +554,14 @@ def _eval(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
     checkpoint = load_checkpoint(path)
-    result, dataset = evaluate_checkpoint(checkpoint, data=args.data, device=args.device, batch_size=args.batch_size)
+    result, dataset = evaluate_checkpoint(
+        checkpoint, data=args.data, device=args.device, batch_size=args.batch_size, precision=args.precision
+    )
     print(f"{dataset.name} test split ({dataset.source}): {plural(result.total, 'sample')}")
-    print(f"test accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), loss {result.loss:.4f}")
+    print(
+        f"test accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), loss {result.loss:.4f} "
+        f"(in {result.precision})"
+    )
     print()
     print(format_confusion(result.confusion, dataset.classes))
     return 0

@@ -133,6 +133,15 @@ def current_device() -> int:
     return backend.index if backend is not None else 0
 
 
+def get_device_capability(device: int | None = None) -> tuple[int, int]:
+    """(major, minor) compute capability of a device (the current one by default), as PyTorch's."""
+    from gpubp import backends
+
+    index = current_device() if device is None else device
+    capability = int(backends.get_backend(f"cuda:{index}").compute_capability)
+    return capability // 10, capability % 10
+
+
 def synchronize(device: str | None = None) -> None:
     """Waits for the work queued on ``device`` (every CUDA device gpubp has used,
     when None). This is also where an out-of-range cross-entropy label found on

@@ -10,7 +10,8 @@ semantics, applied to forward + loss + backward + optimizer step).
 ...     loss = step(x, labels)          # a device tensor; loss.item() when needed
 
 How a call runs, per signature (the shapes, dtypes, device and requires_grad of
-the tensor arguments, the values of the others, the grad mode and the TF32 switch):
+the tensor arguments, the values of the others, the grad mode, the TF32 switch
+and the active ``gp.autocast``):
 
 1. the first ``warmup`` calls run eagerly (kernels compile, buffers and the
    optimizer's state are allocated);
@@ -42,7 +43,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpubp import capture, grad_mode
+from gpubp import autocast_mode, capture, grad_mode
 from gpubp import cuda as gp_cuda
 from gpubp.backends import Backend, cpu
 from gpubp.capture import Capture, CaptureError
@@ -158,7 +159,7 @@ class JitFunction:
 
     # -- signatures ----------------------------------------------------------------
     def _signature(self, args: tuple, kwargs: dict) -> tuple[Hashable, dict[Any, Tensor], Backend]:
-        parts: list[Hashable] = [grad_mode.enabled, gp_cuda.tf32_enabled()]
+        parts: list[Hashable] = [grad_mode.enabled, gp_cuda.tf32_enabled(), autocast_mode.state_key()]
         tensors: dict[Any, Tensor] = {}
         backend = None
         for position, value in (*enumerate(args), *sorted(kwargs.items())):

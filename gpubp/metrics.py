@@ -12,7 +12,8 @@ from typing import Any
 
 from gpubp.checkpoint import atomic_write, atomic_write_text
 
-# lr_first and lr_last: the learning rates of the epoch's first and last steps.
+# lr_first and lr_last: the learning rates of the epoch's first and last steps; precision:
+# what the epoch trained in (a resumed run may change it; empty for epochs from before it was recorded).
 COLUMNS = (
     "epoch",
     "train_loss",
@@ -23,6 +24,7 @@ COLUMNS = (
     "lr_last",
     "seconds",
     "samples_per_s",
+    "precision",
 )
 
 

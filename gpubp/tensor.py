@@ -105,7 +105,7 @@ class Tensor:
 
     @property
     def dtype(self) -> np.dtype:
-        return self.data.dtype
+        return dtypes.logical(self.data.dtype)
 
     @property
     def device(self) -> str:
@@ -134,8 +134,8 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
-        if value and not dtypes.is_floating(self.data.dtype):
-            raise TypeError(f"only floating-point tensors can require gradients, not {self.data.dtype}")
+        if value and not dtypes.is_floating(self.dtype):
+            raise TypeError(f"only floating-point tensors can require gradients, not {self.dtype}")
         if self._node is not None and not value:
             raise RuntimeError("requires_grad can only be switched off on leaf tensors; use .detach()")
         self._requires_grad = bool(value)
@@ -236,7 +236,7 @@ class Tensor:
             raise TypeError(f"to() takes at most 2 positional arguments ({len(args)} given)")
         for arg in args:
             if isinstance(arg, Tensor):
-                device, dtype = arg._backend, arg.data.dtype
+                device, dtype = arg._backend, arg.dtype
             elif _names_a_dtype(arg):
                 dtype = arg
             else:
@@ -299,7 +299,7 @@ class Tensor:
                     f"backward() without a gradient needs a one-element tensor; this one has shape {self.shape}. "
                     "Pass grad= of the same shape, or reduce first (e.g. .sum())."
                 )
-            seed = self._backend.one(self.data.shape, self.data.dtype)
+            seed = self._backend.one(self.data.shape, self.dtype)
         else:
             seed = _gradient_array(grad, self)
         backward(self, seed, retain_graph)
@@ -711,6 +711,10 @@ class Function:
     # Gradient hooks of the tensor this node made, and a weak reference to it if it retains its gradient.
     hooks: list | None = None
     retained: Any = None
+    # Whether forward and backward take bfloat16 arrays as they are (else they get
+    # float32 copies: gpubp.ops.bfloat16_fallback), and which inputs were widened.
+    handles_bfloat16 = False
+    bfloat16_inputs: tuple[bool, ...] | None = None
 
     def forward(self, *arrays: Any) -> Any:
         raise NotImplementedError
@@ -733,6 +737,7 @@ class Function:
         arrays = []
         needs_grad = []
         versions = []  # each tensor input's version now; backward compares (check_saved_versions)
+        bfloat16 = False
         for x in inputs:
             if isinstance(x, Tensor):
                 if backend is None:
@@ -742,7 +747,10 @@ class Function:
                         f"{self.name}: tensors on different devices ({backend.device} and {x._backend.device}); "
                         "move one explicitly with .to(device)"
                     )
-                arrays.append(x.data)
+                data = x.data
+                arrays.append(data)
+                if data.dtype is _BFLOAT16 or data.dtype is _RAW_BFLOAT16:
+                    bfloat16 = True
                 needs_grad.append(x._requires_grad)
                 versions.append(x._version[0])
                 if capture.current is not None and x._node is None:
@@ -756,7 +764,10 @@ class Function:
         if backend.needs_activation:
             backend.activate()
         try:
-            out = self.forward(*arrays)
+            if bfloat16 and not self.handles_bfloat16:
+                out = bfloat16_fallback.forward(self, arrays)
+            else:
+                out = self.forward(*arrays)
         except ValueError as err:
             shapes = ", ".join(str(getattr(a, "shape", type(a).__name__)) for a in arrays)
             raise ValueError(f"{self.name}: {err} (input shapes: {shapes})") from None
@@ -887,7 +898,8 @@ def _walk(root: Tensor, seed: Any, retain_graph: bool) -> None:
         g = grads.pop(node)
         if hooked and (node.hooks is not None or node.retained is not None):
             g = _node_hooks(node, g)
-        input_grads = node.backward(g)
+        bfloat16_fallback_used = node.bfloat16_inputs is not None
+        input_grads = bfloat16_fallback.backward(node, g) if bfloat16_fallback_used else node.backward(g)
         if type(input_grads) is not tuple:
             input_grads = (input_grads,)
         for x, need, g in zip(node.inputs, node.needs_input_grad, input_grads):
@@ -916,7 +928,7 @@ def _walk(root: Tensor, seed: Any, retain_graph: bool) -> None:
                 continue
             # Fan-out: a value used by several consumers gets the sum of their gradients.
             if parent in grads:
-                grads[parent] = grads[parent] + g
+                grads[parent] = node.backend.add(grads[parent], g)
             else:
                 grads[parent] = g
             remaining = consumers[parent] - 1
@@ -992,7 +1004,10 @@ def _accumulate(leaf: Tensor, g: Any, given: set[int]) -> None:
     else:
         # In place, as PyTorch accumulates: a captured graph then keeps adding into
         # the same buffer at every replay, as repeated eager calls would.
-        leaf.grad.data += g
+        if g.dtype is _RAW_BFLOAT16 or g.dtype is _BFLOAT16:  # a 16-bit sum computed in float32
+            leaf._backend.copy_into(leaf.grad.data, leaf._backend.add(leaf.grad.data, g))
+        else:
+            leaf.grad.data += g
         leaf.grad.bump_version()
 
 
@@ -1087,8 +1102,11 @@ def _names_a_dtype(value: Any) -> bool:
     return False
 
 
+_BFLOAT16 = dtypes.bfloat16
+_RAW_BFLOAT16 = dtypes.RAW_BFLOAT16
+
 # The ops modules import Tensor and Function from here, so they are bound last.
-from gpubp.ops import activation, elementwise, inplace, matmul, reduce, select  # noqa: E402
+from gpubp.ops import activation, bfloat16_fallback, elementwise, inplace, matmul, reduce, select  # noqa: E402
 from gpubp.ops import shape as shape_ops  # noqa: E402
 
 _INPLACE_OPS = {

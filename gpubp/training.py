@@ -22,10 +22,11 @@ the metrics, which sum every rank's totals.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
@@ -56,6 +57,14 @@ CHECKPOINT_FILE = "checkpoint.npz"
 EVAL_BATCH = 1000
 GRAPH_BATCH = 4  # samples in the step `gpubp graph` draws: enough to show the batch axis, few to print
 SHOW_LOSS_SECONDS = 0.25  # how often a progress bar's loss is read back from the device
+# How the forward pass and the loss compute (--precision). The parameters, their
+# gradients and the optimizer's state are float32 in every one, so a checkpoint
+# holds the same float32 weights whatever the run trained in, and resumes in any.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# What --precision auto (the default) means on a GPU. The choice comes from measurements
+# of the main job on an H100 (speed against test accuracy); tf32 until those are in, and
+# the lead engineer sets it from them. On the CPU auto is always fp32 (resolve_precision).
+DEFAULT_GPU_PRECISION = "tf32"
 
 
 class ConfigError(ValueError):
@@ -97,6 +106,8 @@ class TrainConfig:
     are not decayed, as in the lecture notes' ``λ/2m Σ‖W‖²_F``.
     ``dropout`` is the probability of zeroing each hidden activation (inverted
     dropout: the kept ones are scaled by 1/(1 − p), so evaluation needs no change).
+    ``precision`` is one of ``PRECISIONS`` or "auto": fp32 on the CPU,
+    ``DEFAULT_GPU_PRECISION`` on a GPU (``resolve_precision``).
     """
 
     # The defaults reach 0.8965 test accuracy on Fashion-MNIST (seed 0, CPU) in about
@@ -115,6 +126,7 @@ class TrainConfig:
     schedule: str = "cosine"
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
 
     def validate(self) -> TrainConfig:
         """Raises ConfigError for the first invalid option; returns self."""
@@ -142,6 +154,7 @@ class TrainConfig:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _choice("precision", self.precision, ("auto", *PRECISIONS))
         return self
 
     @property
@@ -175,6 +188,61 @@ def resolve_device(device: str) -> str:
         return get_backend(device).device
     except (RuntimeError, ValueError) as err:
         raise ConfigError(f"--device {device}: {err}") from err
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The precision a run on ``device`` (a resolved device name) computes in: for
+    "auto" fp32 on the CPU and ``DEFAULT_GPU_PRECISION`` on a GPU. ConfigError for
+    tf32 on the CPU, which has no such mode (rather than quietly running fp32)."""
+    _choice("precision", precision, ("auto", *PRECISIONS))
+    if precision == "auto":
+        return "fp32" if device == "cpu" else DEFAULT_GPU_PRECISION
+    if precision == "tf32" and device == "cpu":
+        raise ConfigError(
+            "--precision tf32 is a mode of NVIDIA GPU tensor cores (float32 matrix products on 10-bit "
+            "mantissas) and this run is on the CPU; use fp32 (or bf16) there, or --device cuda"
+        )
+    return precision
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str) -> Iterator[None]:
+    """While active, float32 matrix products use TF32 exactly when ``precision`` is
+    tf32 (``gp.cuda.set_tf32``); the setting before is restored on leaving. Set for
+    every precision, so an fp32 run is exact float32 even where TF32 was left on.
+    It is process-wide and part of ``gp.jit``'s signature, so a step captured
+    under it is never replayed without it."""
+    before = gp.cuda.tf32_enabled()
+    gp.cuda.set_tf32(precision == "tf32")
+    try:
+        yield
+    finally:
+        gp.cuda.set_tf32(before)
+
+
+def autocast_for(precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The context the forward pass and the loss run in: ``gp.autocast`` to bfloat16
+    or float16 for bf16 and fp16 (matrix products in 16 bits with float32
+    accumulation, losses and reductions in float32), nothing for fp32 and tf32."""
+    if precision == "bf16":
+        return gp.autocast(dtype=gp.bfloat16)
+    if precision == "fp16":
+        return gp.autocast(dtype=gp.float16)
+    return contextlib.nullcontext()
+
+
+def _grad_scaler(device: str) -> Any:
+    """fp16's loss scaler on ``device``, with PyTorch's defaults (initial scale 2**16)."""
+    from gpubp.amp import GradScaler  # imported when used: only fp16 runs need it
+
+    return GradScaler(device)
+
+
+def _as_float32(t: gp.Tensor) -> gp.Tensor:
+    """``t`` itself when float32, else a float32 copy outside the tape. Metrics read
+    logits as float32: the metric kernels (and a bfloat16 tensor's raw 16-bit storage
+    on a GPU) would otherwise misread them. The cast is exact, so argmax is unchanged."""
+    return t if t.dtype == gp.float32 else t.detach().float()
 
 
 def build_model(features: int, classes: int, config: TrainConfig, device: str = "cpu") -> nn.Sequential:
@@ -254,6 +322,7 @@ class Evaluation:
     loss: float
     accuracy: float
     confusion: np.ndarray
+    precision: str = "fp32"  # what the forward passes computed in
 
     @property
     def correct(self) -> int:
@@ -264,9 +333,10 @@ class Evaluation:
         return int(self.confusion.sum())
 
 
-def evaluate(model: nn.Module, loader: BatchLoader, classes: int) -> Evaluation:
+def evaluate(model: nn.Module, loader: BatchLoader, classes: int, precision: str = "fp32") -> Evaluation:
     """The model's loss, accuracy and confusion matrix on every batch of ``loader``,
-    in eval mode (dropout off) and without recording gradients."""
+    in eval mode (dropout off) and without recording gradients. The forward pass runs
+    under ``precision``'s autocast (bf16, fp16); the caller sets TF32 (``precision_mode``)."""
     was_training = model.training
     model.eval()
     loss_sum = 0.0
@@ -274,14 +344,17 @@ def evaluate(model: nn.Module, loader: BatchLoader, classes: int) -> Evaluation:
     try:
         with gp.no_grad():
             for xb, yb in loader.batches():
-                logits = model(xb)
+                with autocast_for(precision):
+                    logits = model(xb)
+                # The loss in float32 as autocast computes it, and argmax not on 16-bit storage.
+                logits = _as_float32(logits)
                 loss_sum += gp.cross_entropy(logits, yb, reduction="sum").item()
                 pairs = yb.numpy() * classes + logits.argmax(axis=1).numpy()
                 confusion += np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
     finally:
         model.train(was_training)
     total = int(confusion.sum())
-    return Evaluation(loss_sum / max(total, 1), float(np.trace(confusion)) / max(total, 1), confusion)
+    return Evaluation(loss_sum / max(total, 1), float(np.trace(confusion)) / max(total, 1), confusion, precision)
 
 
 @dataclass
@@ -326,12 +399,23 @@ class Run:
     # In a run of several processes: every rank's generator states where training
     # continues from (``rng`` is this rank's), which rank 0 saves with the checkpoint.
     rank_rng: list[dict[str, Any]] | None = None
+    # The precision this run trains in (``config.precision`` resolved for ``device``),
+    # and for fp16 its loss scaler (``gp.amp.GradScaler``), saved with the checkpoint.
+    precision: str = "fp32"
+    scaler: Any = None
+    # A resumed run: the precision its checkpoint was saved in, and, when it is no longer
+    # fp16, that checkpoint's loss-scaler state, written back unchanged with every save so
+    # that a later fp16 resume still finds it.
+    saved_precision: str | None = None
+    kept_scaler_state: dict[str, Any] | None = None
+    scaler_restored: bool = False  # fp16 resumed with the checkpoint's loss scale
 
     @classmethod
     def create(cls, config: TrainConfig, dataset: Dataset, out: str | Path) -> Run:
         """A fresh run: seeds every generator with ``config.seed`` and builds the model."""
         config.validate()
         device = resolve_device(config.device)
+        precision = resolve_precision(config.precision, device)
         check_memory(config, dataset, device)
         gp.manual_seed(config.seed)
         model = build_model(dataset.features, len(dataset.classes), config, device)
@@ -349,6 +433,8 @@ class Run:
             optimizer=build_optimizer(model, config),
             normalization=Standardize.fit(dataset.x_train),
             rng=_rng_states(device),
+            precision=precision,
+            scaler=_grad_scaler(device) if precision == "fp16" else None,
         )
 
     @classmethod
@@ -372,6 +458,17 @@ class Run:
                 for row in meta["history"]
             ]
             run.progress = _EpochProgress(**meta["progress"])
+            # Checkpoints from before --precision trained in fp32 (TF32 was off by default).
+            run.saved_precision = str(meta.get("precision", "fp32"))
+            scaler_state = meta.get("grad_scaler")
+            if scaler_state is not None and run.scaler is not None:
+                try:
+                    run.scaler.load_state_dict(scaler_state)
+                except RuntimeError as err:  # GradScaler's word for an empty state, as PyTorch's
+                    raise ValueError(f"grad_scaler: {err}") from err
+                run.scaler_restored = True
+            elif scaler_state is not None:
+                run.kept_scaler_state = dict(scaler_state)
             # Checkpoints from before the plan was recorded planned over their config's epochs.
             run.planned_epochs = int(meta.get("schedule", {}).get("epochs", meta["config"]["epochs"]))
             saved = meta["rng"]
@@ -419,6 +516,24 @@ class Run:
             "at the next"
         )
 
+    def precision_change(self) -> str | None:
+        """For a resumed run: one line when it continues in another precision than its
+        checkpoint was saved in, or leaves that checkpoint's fp16 loss scale unused; else None."""
+        before = self.saved_precision
+        if before is None or self.finished:
+            return None
+        notes = []
+        if before != self.precision:
+            notes.append(f"the checkpoint was saved in {before} and the run continues in {self.precision}")
+            if self.scaler is not None and not self.scaler_restored:
+                notes.append("the fp16 loss scale starts afresh")
+        if self.kept_scaler_state is not None:
+            notes.append(
+                f"the checkpoint's fp16 loss scale (GradScaler state) is not used in {self.precision}; "
+                "it is kept in the checkpoint for a later fp16 resume"
+            )
+        return f"note: {'; '.join(notes)}" if notes else None
+
     def describe(self) -> str:
         sizes = [self.dataset.features, *self.config.hidden, len(self.dataset.classes)]
         count = sum(p.numel() for p in self.model.parameters())
@@ -431,7 +546,7 @@ class Run:
         return (
             f"MLP {'-'.join(map(str, sizes))} {self.config.activation}, {plural(count, 'parameter', thousands=True)}; "
             f"{opt}{', ' + ', '.join(extras) if extras else ''}; batch {self.config.batch_size}{_split(self.config)}, "
-            f"{plural(self.config.epochs, 'epoch')}, seed {self.config.seed}, on {self.device}"
+            f"{plural(self.config.epochs, 'epoch')}, seed {self.config.seed}, on {self.device} in {self.precision}"
         )
 
     def save(self) -> None:
@@ -443,6 +558,14 @@ class Run:
         self.planned_epochs = self.config.epochs
 
     def _write_checkpoint(self) -> None:
+        # The master weights are float32 in every precision (autocast casts copies); a
+        # 16-bit parameter here is a bug, and saving it would replace good weights.
+        low = [name for name, p in self.model.state_dict().items() if p.dtype != gp.float32]
+        if low:
+            raise RuntimeError(
+                f"not saving {self.checkpoint_path}: parameters {', '.join(low)} are not float32 in a "
+                f"{self.precision} run (autocast must leave the parameters float32)"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         meta = {
             "gpubp_version": gp.__version__,
@@ -455,6 +578,7 @@ class Run:
             "normalization": self.normalization.to_dict(),
             "data": _dataset_summary(self.dataset),
             "rng": self.rng,
+            "precision": self.precision,
             "schedule": {
                 "name": self.config.schedule,
                 "epochs": self.config.epochs,
@@ -463,6 +587,10 @@ class Run:
         }
         if self.rank_rng is not None:
             meta["rng_ranks"] = self.rank_rng
+        if self.scaler is not None:
+            meta["grad_scaler"] = _json_values(self.scaler.state_dict())
+        elif self.kept_scaler_state is not None:
+            meta["grad_scaler"] = self.kept_scaler_state
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, meta)
 
     def fit(
@@ -490,7 +618,22 @@ class Run:
         metrics and read with them (for the progress bar, at a stop, at the
         epoch's end), so no step waits for the host, and nothing is saved before
         it is read.
+
+        The forward pass and the loss run in ``self.precision``'s autocast (bf16,
+        fp16, with fp16's loss scaled by ``self.scaler``), TF32 is on for tf32 only
+        (``precision_mode``, restored on return), and the test split is evaluated
+        in the same precision.
         """
+        with precision_mode(self.precision):
+            return self._fit(bar, log, should_stop, jit)
+
+    def _fit(
+        self,
+        bar: Callable[[int, int, int], Bar] | None,
+        log: Callable[[str], None],
+        should_stop: Callable[[], bool],
+        jit: bool | None,
+    ) -> list[dict[str, Any]]:
         cfg = self.config
         ranks = _Ranks.current()
         train_x = self.normalization(self.dataset.x_train)
@@ -510,7 +653,9 @@ class Run:
         total_steps = cfg.epochs * batches
         # Running sums of the epoch on the device (Backend.accumulate_metrics says which).
         totals = gp.zeros(get_backend(self.device).METRICS, dtype=gp.float64, device=self.device)
-        step = _training_step(ranks.wrap(self.model), self.optimizer, *loader.tensors(), totals)
+        step = _training_step(
+            ranks.wrap(self.model), self.optimizer, *loader.tensors(), totals, self.precision, self.scaler
+        )
         use_jit = self.device != "cpu" if jit is None else jit
         if use_jit:
             step = gp.jit(step)
@@ -579,7 +724,8 @@ class Run:
 
             seconds = progress.seconds + time.perf_counter() - started
             # Rank 0 alone evaluates: it alone reports and saves.
-            test = evaluate(self.model, test_loader, len(self.dataset.classes)) if ranks.writer else None
+            classes = len(self.dataset.classes)
+            test = evaluate(self.model, test_loader, classes, self.precision) if ranks.writer else None
             row = {
                 "epoch": self.epoch + 1,
                 "train_loss": loss_sum / seen,
@@ -590,6 +736,7 @@ class Run:
                 "lr_last": lr_last,
                 "seconds": round(seconds, 3),
                 "samples_per_s": round((seen - progress.seen) / max(seconds - progress.seconds, 1e-9), 1),
+                "precision": self.precision,  # a resumed run may change it
             }
             self.history.append(row)
             self.epoch += 1
@@ -674,19 +821,36 @@ class _Ranks:
 
 
 def _training_step(
-    model: nn.Module, optimizer: Optimizer, x: gp.Tensor, y: gp.Tensor, totals: gp.Tensor
+    model: nn.Module,
+    optimizer: Optimizer,
+    x: gp.Tensor,
+    y: gp.Tensor,
+    totals: gp.Tensor,
+    precision: str = "fp32",
+    scaler: Any = None,
 ) -> Callable[[gp.Tensor], None]:
     """One training step on the batch ``x[index], y[index]`` (gathered on the device),
     adding its loss · samples and correct predictions to ``totals``: the function
-    ``Run.fit`` calls, or replays through ``gp.jit``."""
+    ``Run.fit`` calls, or replays through ``gp.jit``. The forward pass and the loss
+    run under ``precision``'s autocast, entered inside the step so that a captured
+    graph holds it (``gp.jit``'s signature does not see an autocast around the call);
+    with a ``scaler`` (fp16) the loss is scaled for backward and the step unscales,
+    skips non-finite gradients and adjusts the scale, all on the device."""
 
     def step(index: gp.Tensor) -> None:
         xb, yb = x[index], y[index]
-        logits = model(xb)
-        loss = gp.cross_entropy(logits, yb)
+        with autocast_for(precision):
+            logits = model(xb)
+            loss = gp.cross_entropy(logits, yb)
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        logits, loss = _as_float32(logits), _as_float32(loss)
         totals.backend.accumulate_metrics(totals.data, logits.data, yb.data, loss.data)
         totals.bump_version()
 
@@ -694,18 +858,26 @@ def _training_step(
 
 
 def evaluate_checkpoint(
-    checkpoint: Checkpoint, data: str | None = None, device: str = "auto", batch_size: int = EVAL_BATCH
+    checkpoint: Checkpoint,
+    data: str | None = None,
+    device: str = "auto",
+    batch_size: int = EVAL_BATCH,
+    precision: str = "auto",
 ) -> tuple[Evaluation, Dataset]:
     """Rebuilds the checkpoint's model and evaluates it on its data set's test split
     (read from ``data`` when given, else from the folder it was trained on; the
-    training split is not needed: the normalisation is saved in the checkpoint)."""
+    training split is not needed: the normalisation is saved in the checkpoint), in
+    ``precision`` (``resolve_precision``: "auto" is fp32 on the CPU), whatever the
+    run trained in: the checkpoint holds float32 weights."""
     config, normalization, dataset = _saved_run(checkpoint, data)
     device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     check_memory(config, dataset, device, training=False, eval_batch=batch_size)
     model = build_model(dataset.features, len(dataset.classes), config, device)
     checkpoint.load_model(model)
     loader = BatchLoader(normalization(dataset.x_test), dataset.y_test, batch_size, device=device)
-    return evaluate(model, loader, len(dataset.classes)), dataset
+    with precision_mode(precision):
+        return evaluate(model, loader, len(dataset.classes), precision), dataset
 
 
 def _saved_run(checkpoint: Checkpoint, data: str | None) -> tuple[TrainConfig, Standardize, Dataset]:
@@ -769,6 +941,12 @@ def format_epoch(row: dict[str, Any], epochs: int) -> str:
         f"train acc {row['train_acc']:.4f}  test acc {row['test_acc']:.4f}  "
         f"{row['seconds']:.1f}s ({row['samples_per_s']:,.0f} samples/s)"
     )
+
+
+def _json_values(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (a GradScaler's ``state_dict()``) with NumPy scalars, 0-d arrays and
+    one-element tensors as plain numbers, for the checkpoint's JSON."""
+    return {k: v.item() if hasattr(v, "item") else v for k, v in state.items()}
 
 
 def _position(epoch: int, batch: int) -> str:

@@ -4,8 +4,8 @@
 // NumPy twins (CPU path and test oracle): Backend.bias_activation, .sigmoid,
 // .tanh, .relu and .<activation>_backward in gpubp/backends/base.py.
 //
-// Template parameters: T is the storage type (half_t, float, double; half_t
-// does its arithmetic in float), ACT the activation (0 none, 1 sigmoid, 2 tanh,
+// Template parameters: T is the storage type (half_t, bf16_t, float, double;
+// the 16-bit ones do their arithmetic in float), ACT the activation (0 none, 1 sigmoid, 2 tanh,
 // 3 relu), VEC the elements per 16-byte access (1 when a pointer is not 16-byte
 // aligned). The host picks VEC and the grid (gpubp/backends/kernel_catalog.py).
 // Shared types and math: common.cuh.
@@ -120,9 +120,11 @@ __global__ void act_bwd(const T* g, const T* y, T* dz, long long n) {
 // queues a device's work on one stream.
 //
 // The sum adds the values as stored (rounded to T), in the arithmetic type,
-// as the twin sums dz: Backend.linear_delta in gpubp/backends/base.py.
-template <typename T, int ACT>
-__global__ void act_bwd_bias(const T* g, const T* y, T* dz, T* bias_grad, typename Num<T>::acc* partial,
+// as the twin sums dz: Backend.linear_delta in gpubp/backends/base.py. G is
+// the bias gradient's storage type: T, or float for a 16-bit T under autocast
+// (float32 master weights then get their gradient with no cast pass).
+template <typename T, int ACT, typename G>
+__global__ void act_bwd_bias(const T* g, const T* y, T* dz, G* bias_grad, typename Num<T>::acc* partial,
                              unsigned int* tickets, long long rows, long long cols, long long rows_per_chunk) {
     typedef typename Num<T>::acc A;
     __shared__ A column_sums[8][33];  // 33: no bank conflicts on the transposed read
@@ -154,7 +156,7 @@ __global__ void act_bwd_bias(const T* g, const T* y, T* dz, T* bias_grad, typena
         for (int k = 0; k < 8; ++k) chunk_sum += column_sums[k][tx];
     }
     if (gridDim.y == 1) {  // one chunk: no partials to combine
-        if (ty == 0 && col < cols) bias_grad[col] = Num<T>::store(chunk_sum);
+        if (ty == 0 && col < cols) bias_grad[col] = Num<G>::store(chunk_sum);
         return;
     }
     if (ty == 0 && col < cols) partial[blockIdx.y * cols + col] = chunk_sum;
@@ -168,7 +170,7 @@ __global__ void act_bwd_bias(const T* g, const T* y, T* dz, T* bias_grad, typena
             // volatile: read from L2, where the other blocks' partials are, not from a stale L1 line.
             const volatile A* partials = partial;
             for (unsigned int c = 0; c < gridDim.y; ++c) total += partials[c * cols + col];
-            bias_grad[col] = Num<T>::store(total);
+            bias_grad[col] = Num<G>::store(total);
         }
         if (tx == 0) tickets[blockIdx.x] = 0u;
     }

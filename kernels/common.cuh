@@ -46,6 +46,30 @@ struct Num<half_t> {
     }
 };
 
+// bfloat16 as raw bits (CuPy has no bfloat16 dtype: the arrays are uint16).
+// The conversion is bit arithmetic, not cvt.rn.bf16.f32 (sm_80+ only, and its
+// NaN is canonical): round to nearest even, as ml_dtypes (the CPU's bfloat16)
+// rounds, and NaN stays a quiet NaN of the same sign.
+struct alignas(2) bf16_t {
+    unsigned short bits;
+};
+
+template <>
+struct Num<bf16_t> {
+    typedef float acc;
+    static __device__ __forceinline__ float load(bf16_t h) { return __uint_as_float(((unsigned int)h.bits) << 16); }
+    static __device__ __forceinline__ bf16_t store(float f) {
+        const unsigned int u = __float_as_uint(f);
+        bf16_t h;
+        if ((u & 0x7fffffffu) > 0x7f800000u) {
+            h.bits = (unsigned short)((u >> 16) | 0x0040u);  // quiet NaN, sign kept
+        } else {
+            h.bits = (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+        return h;
+    }
+};
+
 // VEC consecutive elements moved as one 16-byte (or narrower) access.
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Pack {

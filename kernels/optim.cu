@@ -12,56 +12,19 @@
 // launch captured into a CUDA graph reads the hyper-parameters from device
 // memory instead (replay_scalars), which the host rewrites before each replay:
 // the learning rate and Adam's bias corrections change every step. The host
-// layout of the table is gpubp/backends/kernel_catalog.py (TensorTableLayout).
+// layout of the table is gpubp/backends/kernel_catalog.py (TABLE_*); the table
+// and its chunking are tensor_table.cuh.
 //
-// Work is split into chunks of CHUNK elements of one tensor; block b takes
-// chunks b, b + gridDim.x, ... T is the storage type (half_t, float, double;
-// half_t does its arithmetic in float). Shared types and math: common.cuh.
+// Stepped by a GradScaler (gpubp/amp), the table also carries found_inf (the
+// whole update is skipped, on the device, when it is nonzero) and each tensor's
+// device step count, from which SGD decides its first step and Adam computes
+// its bias corrections; amp.cu's advance_steps then counts the step.
+//
+// T is the storage type (half_t, float, double; half_t does its arithmetic in
+// float). Shared types and math: common.cuh.
 
 #include "common.cuh"
-
-#define MAX_TENSORS 16
-#define MAX_SCALARS 10
-#define CHUNK 4096  // elements: a multiple of 256 threads x 16-byte vectors of every dtype
-
-struct TensorTable {
-    long long count;                          // tensors in this launch
-    long long chunk_begin[MAX_TENSORS + 1];   // tensor t owns chunks [chunk_begin[t], chunk_begin[t + 1])
-    long long size[MAX_TENSORS];
-    unsigned long long param[MAX_TENSORS];
-    unsigned long long grad[MAX_TENSORS];
-    unsigned long long state1[MAX_TENSORS];   // SGD's momentum buffer (0: none), Adam's exp_avg
-    unsigned long long state2[MAX_TENSORS];   // Adam's exp_avg_sq
-    unsigned long long replay_scalars;        // 0, or a device array shaped like `scalars`
-    double scalars[MAX_TENSORS * MAX_SCALARS];
-};
-
-// The tensor that owns a chunk, and that tensor's hyper-parameters.
-__device__ __forceinline__ int tensor_of(const TensorTable& table, long long chunk) {
-    int t = 0;
-    while (chunk >= table.chunk_begin[t + 1]) ++t;
-    return t;
-}
-
-__device__ __forceinline__ const double* scalars_of(const TensorTable& table, int t) {
-    const double* all =
-        table.replay_scalars ? reinterpret_cast<const double*>(table.replay_scalars) : table.scalars;
-    return all + t * MAX_SCALARS;
-}
-
-// Calls body(i, k) for the elements [begin, end) of one chunk: VEC at a time
-// (k = VEC) while the tensor's pointers are 16-byte aligned, the rest one by one.
-template <int VEC, typename Body>
-__device__ __forceinline__ void for_chunk(long long begin, long long end, bool aligned, Body body) {
-    long long vector_end = begin;
-    if (aligned) {
-        vector_end = begin + (end - begin) / VEC * VEC;
-        for (long long i = begin + (long long)threadIdx.x * VEC; i < vector_end; i += (long long)blockDim.x * VEC) {
-            body(i, VEC);
-        }
-    }
-    for (long long i = vector_end + threadIdx.x; i < end; i += blockDim.x) body(i, 1);
-}
+#include "tensor_table.cuh"
 
 // SGD for one element: d = g + wd*p; with momentum, buf = first ? d : m*buf + (1-dampening)*d
 // and d = nesterov ? d + m*buf : buf; then p -= lr*d. Returns the new (p, buf).
@@ -80,17 +43,21 @@ __device__ __forceinline__ void sgd_step(A& p, A g, A& buf, bool has_buffer, A l
 
 // Per-tensor scalars: lr, momentum, keep (1 - dampening), weight_decay,
 // nesterov (0/1), first_step (0/1: the buffer is uninitialised, never read it).
+// With a device step count, first_step is whether that count is still 0.
 template <typename T>
 __global__ void sgd_multi(TensorTable table) {
     typedef typename Num<T>::acc A;
     constexpr int VEC = 16 / sizeof(T);
     typedef Pack<T, VEC> P;
+    if (step_skipped(table)) return;
     const long long chunks = table.chunk_begin[table.count];
     for (long long chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
         const int t = tensor_of(table, chunk);
         const double* s = scalars_of(table, t);
         const A lr = A(s[0]), momentum = A(s[1]), keep = A(s[2]), weight_decay = A(s[3]);
-        const bool nesterov = s[4] != 0.0, first_step = s[5] != 0.0;
+        const bool nesterov = s[4] != 0.0;
+        const bool first_step =
+            table.step[t] ? *reinterpret_cast<const double*>(table.step[t]) == 0.0 : s[5] != 0.0;
         T* param = reinterpret_cast<T*>(table.param[t]);
         const T* grad = reinterpret_cast<const T*>(table.grad[t]);
         T* buf = reinterpret_cast<T*>(table.state1[t]);
@@ -150,19 +117,27 @@ __device__ __forceinline__ void adam_step(A& p, A g, A& m, A& v, A beta1, A beta
 
 // Per-tensor scalars: beta1, beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
 // decoupled (0/1), decay (1 - lr*wd), step_size (lr / (1 - beta1^t)),
-// root_correction (sqrt(1 - beta2^t)).
+// root_correction (sqrt(1 - beta2^t)). With a device step count the host cannot
+// know t: slot 8 holds lr instead, and both corrections are worked out here from
+// t = count + 1 in double, as the host works them out in Python.
 template <typename T>
 __global__ void adam_multi(TensorTable table) {
     typedef typename Num<T>::acc A;
     constexpr int VEC = 16 / sizeof(T);
     typedef Pack<T, VEC> P;
+    if (step_skipped(table)) return;
     const long long chunks = table.chunk_begin[table.count];
     for (long long chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
         const int t = tensor_of(table, chunk);
         const double* s = scalars_of(table, t);
         const A beta1 = A(s[0]), beta2 = A(s[1]), one_minus_beta1 = A(s[2]), one_minus_beta2 = A(s[3]);
-        const A eps = A(s[4]), weight_decay = A(s[5]), decay = A(s[7]), step_size = A(s[8]);
-        const A root_correction = A(s[9]);
+        const A eps = A(s[4]), weight_decay = A(s[5]), decay = A(s[7]);
+        A step_size = A(s[8]), root_correction = A(s[9]);
+        if (table.step[t]) {
+            const double next = *reinterpret_cast<const double*>(table.step[t]) + 1.0;
+            step_size = A(s[8] / (1.0 - pow(s[0], next)));
+            root_correction = A(sqrt(1.0 - pow(s[1], next)));
+        }
         const bool decoupled = s[6] != 0.0;
         T* param = reinterpret_cast<T*>(table.param[t]);
         const T* grad = reinterpret_cast<const T*>(table.grad[t]);

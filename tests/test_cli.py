@@ -274,11 +274,11 @@ def test_resume_message_and_code_agree_on_what_may_change(
     capsys.readouterr()
     assert main(["train", "--out", out, "--resume", "--seed", "3"]) == 2
     assert _one_line_error(capsys).endswith(
-        "--seed 3 differs from the resumed run's 0; a resumed run keeps its settings: only --epochs, --device "
-        "and --data may change (and the run options --threads, --no-jit and --no-progress)"
+        "--seed 3 differs from the resumed run's 0; a resumed run keeps its settings: only --epochs, --device, "
+        "--data and --precision may change (and the run options --threads, --no-jit and --no-progress)"
     )
     # Every option the message names may change.
-    resumed = ["train", "--out", out, "--resume", "--epochs", "3", "--device", "cpu"]
+    resumed = ["train", "--out", out, "--resume", "--epochs", "3", "--device", "cpu", "--precision", "fp32"]
     resumed += ["--data", str(mnist_like_dir), "--threads", "1", "--no-jit", "--no-progress"]
     assert main(resumed) == 0
     assert load_checkpoint(Path(out) / "checkpoint.npz").meta["epoch"] == 3

@@ -284,13 +284,24 @@ def test_a_header_claiming_more_than_the_file_holds_is_refused(tmp_path: Path) -
 def test_a_foreign_dtype_is_named(tmp_path: Path) -> None:
     import safetensors.torch
 
-    path = tmp_path / "bf16.safetensors"
-    safetensors.torch.save_file({"w": torch.ones(2, dtype=torch.bfloat16)}, path)
-    with pytest.raises(SerializationError, match="'w' has dtype BF16"):
-        load(path)
+    path = tmp_path / "foreign.safetensors"
     safetensors.torch.save_file({"w": torch.ones(2, dtype=torch.int16)}, path)
     with pytest.raises(SerializationError, match="'w' cannot be a gpubp tensor: dtype int16 is not supported"):
         load(path)
+
+
+def test_bfloat16_round_trips_and_reads_pytorchs_files(tmp_path: Path) -> None:
+    import safetensors.torch
+
+    values = [1.5, -2.25, 3.0e38]
+    path = tmp_path / "bf16.safetensors"
+    safetensors.torch.save_file({"w": torch.tensor(values, dtype=torch.bfloat16)}, path)
+    loaded = load(path)["w"]
+    assert loaded.dtype == gp.bfloat16
+    np.testing.assert_array_equal(loaded.numpy().astype(np.float32), torch.tensor(values).bfloat16().float().numpy())
+    save({"w": loaded}, tmp_path / "again.safetensors")
+    again = safetensors.torch.load_file(tmp_path / "again.safetensors")["w"]
+    assert again.dtype == torch.bfloat16 and torch.equal(again, torch.tensor(values, dtype=torch.bfloat16))
 
 
 # -- on a GPU ----------------------------------------------------------------------------------

@@ -15,20 +15,24 @@ from typing import Any
 
 import numpy as np
 
+from gpubp import dtypes
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-_HALF = np.dtype(np.float16)
 _SINGLE = np.dtype(np.float32)
+# How 16-bit floats are stored: float16, ml_dtypes' bfloat16 (CPU), raw bfloat16 words (CUDA).
+HALF_STORAGE = (dtypes.float16, dtypes.bfloat16, dtypes.RAW_BFLOAT16)
 
 
 def _float16_in_float32(*, updates: tuple[int, ...] = ()) -> Callable[[Callable], Callable]:
-    """Makes a twin compute float16 as its kernel does (common.cuh: half_t loads
-    convert to float, the arithmetic is float, each stored value is rounded once).
+    """Makes a twin compute 16-bit floats (float16, bfloat16) as the kernels do
+    (common.cuh: half_t and bf16_t loads convert to float, the arithmetic is
+    float, each stored value is rounded once).
 
-    When the first array is float16, the backend's own method runs again on float32
-    copies of the float16 arrays, so every intermediate stays float32 (SGD's momentum
-    buffer and Adam's moments feed the parameter update unrounded), and each result
-    is rounded to float16 once: a returned array (or the one written into ``out=``),
+    When the first array is a 16-bit float, the backend's own method runs again on
+    float32 copies of the 16-bit arrays, so every intermediate stays float32 (SGD's
+    momentum buffer and Adam's moments feed the parameter update unrounded), and
+    each result is rounded once: a returned array (or the one written into ``out=``),
     and the arrays at positions ``updates``, which the method changes in place, get
     their float32 values written back. Other dtypes go straight through.
     """
@@ -38,29 +42,24 @@ def _float16_in_float32(*, updates: tuple[int, ...] = ()) -> Callable[[Callable]
 
         @functools.wraps(method)
         def twin(self: Backend, *arrays: Any, **options: Any) -> Any:
-            if arrays[0].dtype != _HALF:
+            half = arrays[0].dtype
+            if half not in HALF_STORAGE:
                 return method(self, *arrays, **options)
-            wide = [a.astype(_SINGLE) if getattr(a, "dtype", None) == _HALF else a for a in arrays]
+            logical = dtypes.logical(half)
+            wide = [self.astype(a, _SINGLE) if getattr(a, "dtype", None) == half else a for a in arrays]
             out = options.pop("out", None)
             result = getattr(self, name)(*wide, **options)  # the backend's float32 path (a C kernel, say)
             for i in updates:
                 if arrays[i] is not None:
-                    arrays[i][...] = wide[i]
+                    self.copy_into(arrays[i], self.astype(wide[i], logical))
             if out is not None:
-                out[...] = result
+                self.copy_into(out, self.astype(result, logical))
                 return out
-            return _rounded(result)
+            return self._rounded(result, logical)
 
         return twin
 
     return decorate
-
-
-def _rounded(result: Any) -> Any:
-    """float32 results (an array, a tuple of them, or None) rounded once to float16."""
-    if isinstance(result, tuple):
-        return tuple(_rounded(r) for r in result)
-    return result.astype(_HALF) if getattr(result, "dtype", None) == _SINGLE else result
 
 
 class Backend:
@@ -119,6 +118,30 @@ class Backend:
         """Takes back an array nothing else references, for ``empty`` to hand out
         again. A no-op here: CuPy's memory pool already reuses device memory."""
 
+    # -- dtypes ---------------------------------------------------------------------
+    def storage_dtype(self, dtype: np.dtype) -> np.dtype:
+        """The dtype of the arrays that hold a gpubp dtype here (itself, but for bfloat16 on a GPU)."""
+        return dtype
+
+    def astype(self, array: Any, dtype: np.dtype) -> Any:
+        """``array`` converted to the gpubp dtype ``dtype`` (a new array; the same
+        one when it already has it). 16-bit floats round to nearest even; float64
+        reaches bfloat16 through float32, as ml_dtypes converts it."""
+        return array if array.dtype == dtype else array.astype(dtype)
+
+    def _rounded(self, result: Any, dtype: np.dtype) -> Any:
+        """float32 results (an array, a tuple of them, or None) rounded once to ``dtype``."""
+        if isinstance(result, tuple):
+            return tuple(self._rounded(r, dtype) for r in result)
+        return self.astype(result, dtype) if getattr(result, "dtype", None) == _SINGLE else result
+
+    def add(self, a: Any, b: Any) -> Any:
+        """a + b for two arrays of one dtype (gradients summed at a fan-out); a
+        16-bit sum is computed in float32 and rounded once."""
+        if a.dtype in HALF_STORAGE:
+            return self.astype(self.astype(a, _SINGLE) + self.astype(b, _SINGLE), dtypes.logical(a.dtype))
+        return a + b
+
     def receive(self, array: Any, source: Backend) -> Any:
         """Copies an array from another backend onto this one (an explicit transfer)."""
         return self.from_host(source.to_host(array))
@@ -159,11 +182,20 @@ class Backend:
         raise NotImplementedError
 
     # -- matrix products -------------------------------------------------------
-    @_float16_in_float32()
-    def matmul(self, a: Any, b: Any, out: Any = None) -> Any:
-        """a @ b (into ``out`` when given). float16 accumulates in float32 and rounds
-        once, as the GPU's cuBLAS call does."""
-        return self.xp.matmul(a, b, out=out)
+    def matmul(self, a: Any, b: Any, out: Any = None, out_dtype: np.dtype | None = None) -> Any:
+        """a @ b (into ``out`` when given). 16-bit floats accumulate in float32 and
+        round once, as the GPU's cuBLAS call does, to ``out``'s dtype, else to
+        ``out_dtype`` (a's dtype by default; float32 keeps the float32 result
+        unrounded: autocast's float32 gradients of float32 master weights)."""
+        if a.dtype not in HALF_STORAGE:
+            return self.xp.matmul(a, b, out=out)
+        wide = self.xp.matmul(self.astype(a, _SINGLE), self.astype(b, _SINGLE))
+        target = dtypes.logical(out.dtype) if out is not None else out_dtype or dtypes.logical(a.dtype)
+        result = self.astype(wide, target)
+        if out is None:
+            return result
+        self.copy_into(out, result)
+        return out
 
     # -- activations: forward from z, backward from the saved output y -------
     @_float16_in_float32()
@@ -239,15 +271,19 @@ class Backend:
             return self.tanh(z, out=z)
         return self.relu(z, out=z)
 
-    def linear_delta(self, g: Any, y: Any, activation: str | None, bias_grad: bool) -> tuple[Any, Any]:
+    def linear_delta(
+        self, g: Any, y: Any, activation: str | None, bias_grad: bool, bias_dtype: np.dtype | None = None
+    ) -> tuple[Any, Any]:
         """A layer's δ = g ⊙ act′ (from its saved output y) and, when ``bias_grad``,
         the bias gradient Σ_rows δ; y and g are (rows, out). The sum adds δ as stored,
-        in float32 for float16, rounded once."""
+        in float32 for 16-bit floats, rounded once to ``bias_dtype`` (δ's dtype by
+        default; float32 for autocast's float32 bias)."""
         delta = self.activation_backward(g, y, activation)
         if not bias_grad:
             return delta, None
-        if delta.dtype == _HALF:
-            return delta, delta.sum(axis=0, dtype=_SINGLE).astype(_HALF)
+        if delta.dtype in HALF_STORAGE:
+            total = self.astype(delta, _SINGLE).sum(axis=0)
+            return delta, self.astype(total, bias_dtype or dtypes.logical(delta.dtype))
         return delta, delta.sum(axis=0)
 
     # -- softmax cross-entropy ---------------------------------------------
@@ -280,7 +316,9 @@ class Backend:
         is the label, totals[2] += 1, and totals[3], while 0, becomes totals[2] when the
         loss is not finite (so reading the totals says which batch went wrong)."""
         rows = logits.shape[0]
-        value = loss.astype(np.float64)
+        if logits.dtype in HALF_STORAGE:  # an argmax of raw bfloat16 words would order them as integers
+            logits = self.astype(logits, _SINGLE)
+        value = self.astype(loss, dtypes.float64)
         totals[0] += value * rows
         totals[1] += (logits.argmax(axis=1) == labels).sum()
         totals[2] += 1
@@ -296,11 +334,14 @@ class Backend:
         so the expected activation is unchanged and eval needs no rescaling."""
         if p >= 1:
             return self.xp.zeros(shape, dtype=dtype)
-        # float16 draws in float32, as the kernel's 24-bit draw (a float16 draw would round
-        # up to 1 and meet p rounded to float16); the scale is rounded once to the dtype.
-        draw = _SINGLE if dtype == _HALF else dtype
+        # 16-bit floats draw in float32, as the kernel's 24-bit draw (a float16 draw would
+        # round up to 1 and meet p rounded to float16); the scale is rounded once to the dtype.
+        draw = _SINGLE if dtype in dtypes.HALVES else dtype
         keep = self.uniform(shape, 0.0, 1.0, draw) >= p
-        return keep * dtype.type(1.0 / (1.0 - p))
+        scale = dtype.type(1.0 / (1.0 - p))
+        if dtype in dtypes.HALVES:  # exact: the scale is already a 16-bit value
+            return self.astype(keep * np.float32(scale), dtype)
+        return keep * scale
 
     def dropout_forward(self, x: Any, p: float) -> tuple[Any, Any]:
         """Inverted dropout of x: (x ⊙ mask, what ``dropout_backward`` needs: here the mask)."""
@@ -312,19 +353,104 @@ class Backend:
         return g * saved
 
     # -- optimizer updates (in place, PyTorch's formulas) -------------------
-    def sgd_updates(self, tensors: list[tuple], hypers: Callable[[], list[dict]]) -> None:
+    def sgd_updates(
+        self,
+        tensors: list[tuple],
+        hypers: Callable[[], list[dict]],
+        found_inf: Any = None,
+        steps: list | None = None,
+    ) -> None:
         """``sgd_update`` of many parameters: ``tensors`` holds (param, grad,
         momentum_buffer or None) triples and ``hypers()`` returns the keyword
         arguments of each (advancing the optimizer's host state, so it is called
-        exactly once per update; a captured CUDA graph calls it at each replay)."""
-        for (param, grad, buffer), hyper in zip(tensors, hypers()):
-            self.sgd_update(param, grad, buffer, **hyper)
+        exactly once per update; a captured CUDA graph calls it at each replay).
 
-    def adam_updates(self, tensors: list[tuple], hypers: Callable[[], list[dict]]) -> None:
+        A GradScaler's step (gpubp.amp) adds ``found_inf``, a 1-element float32
+        array: when it is nonzero nothing is updated. ``steps`` holds per tensor a
+        device step count (a 0-d float64 array of the updates applied) or None: a
+        counted tensor's ``first_step`` (given as None) is whether its count is 0,
+        and the counts then advance (``advance_steps``)."""
+        rows = hypers()
+        if not self._found_inf(found_inf):
+            for (param, grad, buffer), hyper, step in zip(tensors, rows, steps or [None] * len(tensors)):
+                if step is not None:
+                    hyper = {**hyper, "first_step": self.item(step) == 0}
+                self.sgd_update(param, grad, buffer, **hyper)
+        if steps is not None:
+            self.advance_steps(steps, found_inf)
+
+    def adam_updates(
+        self,
+        tensors: list[tuple],
+        hypers: Callable[[], list[dict]],
+        found_inf: Any = None,
+        steps: list | None = None,
+    ) -> None:
         """``adam_update`` of many parameters: (param, grad, exp_avg, exp_avg_sq)
-        quadruples, and ``hypers()`` as in ``sgd_updates``."""
-        for (param, grad, exp_avg, exp_avg_sq), hyper in zip(tensors, hypers()):
-            self.adam_update(param, grad, exp_avg, exp_avg_sq, **hyper)
+        quadruples, and ``hypers()``, ``found_inf`` and ``steps`` as in
+        ``sgd_updates``; a counted tensor's ``step`` (given as None) is its count + 1."""
+        rows = hypers()
+        if not self._found_inf(found_inf):
+            for (param, grad, exp_avg, exp_avg_sq), hyper, step in zip(tensors, rows, steps or [None] * len(tensors)):
+                if step is not None:
+                    hyper = {**hyper, "step": int(self.item(step)) + 1}
+                self.adam_update(param, grad, exp_avg, exp_avg_sq, **hyper)
+        if steps is not None:
+            self.advance_steps(steps, found_inf)
+
+    def _found_inf(self, found_inf: Any) -> bool:
+        """Whether a GradScaler's found_inf says skip. A host read: free on the CPU;
+        the GPU's kernels read the flag themselves (only their generic fallback gets here)."""
+        return found_inf is not None and self.item(found_inf) != 0
+
+    def advance_steps(self, steps: list, found_inf: Any = None) -> None:
+        """Each device step count in ``steps`` (0-d float64 arrays; None entries are
+        left alone) += 1, or += 0 when ``found_inf`` is nonzero: a step a GradScaler
+        skipped does not count (PyTorch's fused optimizers add 1, then subtract found_inf)."""
+        add = 1.0 if found_inf is None else 1.0 - (found_inf.reshape(()) != 0)
+        for step in steps:
+            if step is not None:
+                step += add
+
+    # -- loss scaling (gpubp.amp) -------------------------------------------
+    def unscale_grads(self, grads: list, inv_scale: Any, found_inf: Any) -> None:
+        """Multiplies every gradient in place by ``inv_scale`` (a 1-element float32
+        array) and sets ``found_inf`` (1-element float32) to 1 when any gradient
+        holds an inf or NaN; it is never cleared here. PyTorch's
+        ``_amp_foreach_non_finite_check_and_unscale_``: 16-bit gradients are
+        multiplied in float32 and rounded once. No host read."""
+        for grad in grads:
+            self._unscale_grad(grad, inv_scale, found_inf)
+
+    @_float16_in_float32(updates=(0,))  # grad
+    def _unscale_grad(self, grad: Any, inv_scale: Any, found_inf: Any) -> None:
+        xp = self.xp
+        found_inf[...] = xp.where(xp.isfinite(grad).all(), found_inf, np.float32(1))
+        with np.errstate(over="ignore", invalid="ignore"):  # inf · 0 and overflow are what the check reports
+            grad *= inv_scale.reshape(()).astype(grad.dtype)
+
+    def update_scale(
+        self, scale: Any, growth_tracker: Any, found_inf: Any, factors: Callable[[], tuple[float, float, int]]
+    ) -> None:
+        """PyTorch's ``_amp_update_scale_``, in place and without a host read: when
+        ``found_inf`` (1-element float32) is nonzero, ``scale`` (1-element float32)
+        ×= backoff_factor and ``growth_tracker`` (1-element int32) = 0; else the
+        tracker counts the clean step, and on reaching growth_interval the scale
+        ×= growth_factor (kept as it was if that is inf) and the tracker restarts
+        at 0. Products in double, rounded to float32. ``factors()`` returns
+        (growth_factor, backoff_factor, growth_interval): called once per update,
+        at each replay in a captured CUDA graph, so changed factors are honoured."""
+        growth_factor, backoff_factor, growth_interval = factors()
+        xp = self.xp
+        found = found_inf != 0
+        wide = scale.astype(np.float64)
+        with np.errstate(over="ignore"):  # a grown scale past float32's range is refused below
+            grown = (wide * growth_factor).astype(np.float32)
+            backed_off = (wide * backoff_factor).astype(np.float32)
+        successful = growth_tracker + 1
+        grow = ~found & (successful == growth_interval)
+        scale[...] = xp.where(found, backed_off, xp.where(grow & xp.isfinite(grown), grown, scale))
+        growth_tracker[...] = xp.where(found | grow, 0, successful)
 
     @_float16_in_float32(updates=(0, 2))  # param, momentum_buffer
     def sgd_update(

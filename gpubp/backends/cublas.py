@@ -13,8 +13,10 @@ workspace: with a workspace of its own, cuBLAS allocates nothing while a graph
 is captured. The layout logic (row-major views to column-major arguments)
 lives in ``gemm_layout`` and is tested on the CPU. The call is the one CuPy's
 matmul makes (``cublasGemmEx``, same compute type and algorithm), so eager
-results are the same as CuPy's ``a @ b``; float16 accumulates in float32, and
-float32 uses TF32 only when ``gp.cuda.set_tf32(True)``.
+results are the same as CuPy's ``a @ b``; float16 and bfloat16 (``CUDA_R_16BF``
+on raw uint16 arrays) accumulate in float32 and may write a float32 product
+(autocast's float32 weight gradients, with no cast pass), and float32 uses
+TF32 only when ``gp.cuda.set_tf32(True)``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ import numpy as np
 from gpubp.backends import gemm_layout
 
 # cudaDataType and cublasComputeType_t values (cublas_api.h, library_types.h).
-_CUDA_TYPES = {np.dtype(np.float16): 2, np.dtype(np.float32): 0, np.dtype(np.float64): 1}
+# bfloat16 arrays are raw uint16 words (CuPy has no bfloat16): CUDA_R_16BF.
+_CUDA_TYPES = {
+    np.dtype(np.float16): 2,
+    np.dtype(np.uint16): 14,
+    np.dtype(np.float32): 0,
+    np.dtype(np.float64): 1,
+}
 _COMPUTE_32F = 68
 _COMPUTE_32F_FAST_TF32 = 77
 _COMPUTE_64F = 70
@@ -128,7 +136,8 @@ class Cublas:
         self._stream = stream_ptr
 
     def gemm(self, a: Any, b: Any, out: Any = None, tf32: bool = False) -> Any:
-        """``a @ b`` (or into ``out``, C-contiguous (m, n), same dtype) on the current stream."""
+        """``a @ b`` (or into ``out``, C-contiguous (m, n): a's dtype, or float32
+        for 16-bit inputs) on the current stream."""
         dtype = a.dtype
         call = gemm_layout.gemm_call(a.shape, a.strides, b.shape, b.strides, dtype.itemsize)
         if call.a.copy:
@@ -151,6 +160,9 @@ class Cublas:
                 )
             self.bind_stream(stream)
         cuda_type = _CUDA_TYPES[dtype]
+        out_type = _CUDA_TYPES[out.dtype]
+        if out.dtype != dtype and not (dtype.itemsize == 2 and out.dtype == np.float32):
+            raise TypeError(f"cublasGemmEx: a {dtype} product cannot be written as {out.dtype}")
         if dtype == np.float64:
             compute = _COMPUTE_64F
             one, zero = self._alpha_beta_64
@@ -173,7 +185,7 @@ class Cublas:
             call.ldb,
             zero,
             out.data.ptr,
-            cuda_type,
+            out_type,
             call.ldc,
             compute,
             self._algo,

@@ -36,14 +36,22 @@ from typing import Any
 import cupy
 import numpy as np
 
-from gpubp import capture
+from gpubp import capture, dtypes
 from gpubp import cuda as gp_cuda
 from gpubp.backends import kernel_catalog as catalog
 from gpubp.backends import philox
 from gpubp.backends.base import Backend
 from gpubp.backends.cublas import GEMM_DTYPES, Cublas
 
-_FLOAT_NAMES = {np.dtype(np.float16): "float16", np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+# Storage dtype -> the kernels' dtype name; bfloat16 is stored as raw uint16 words.
+_FLOAT_NAMES = {
+    np.dtype(np.float16): "float16",
+    dtypes.RAW_BFLOAT16: "bfloat16",
+    np.dtype(np.float32): "float32",
+    np.dtype(np.float64): "float64",
+}
+_STORAGE = {dtypes.bfloat16: dtypes.RAW_BFLOAT16}
+_BFLOAT16_ONE = 0x3F80  # 1.0 in bfloat16
 _LABEL_NAMES = {np.dtype(np.int32): "int32", np.dtype(np.int64): "int64"}
 _NULL = np.uint64(0)  # a null pointer argument (CuPy passes it by value, 8 bytes)
 _U64 = (1 << 64) - 1
@@ -96,16 +104,19 @@ def _acc(dtype: np.dtype) -> type:
 
 
 def _sgd_scalars(h: dict) -> list[float]:
-    """optim.cu's per-tensor SGD scalars, from sgd_update's keywords."""
+    """optim.cu's per-tensor SGD scalars, from sgd_update's keywords (first_step None:
+    the kernel decides it from the tensor's device step count)."""
     row = [h["lr"], h["momentum"], 1 - h["dampening"], h["weight_decay"], bool(h["nesterov"]), bool(h["first_step"])]
     return [float(v) for v in row] + [0.0] * (catalog.MULTI_TENSOR_SCALARS - len(row))
 
 
 def _adam_scalars(h: dict) -> list[float]:
     """optim.cu's per-tensor Adam scalars, from adam_update's keywords: the same
-    host arithmetic as the NumPy backend's C kernel call."""
+    host arithmetic as the NumPy backend's C kernel call. Step None (a device step
+    count): the kernel works out the bias corrections, from lr in their first slot."""
     step, lr, beta1, beta2 = h["step"], float(h["lr"]), float(h["beta1"]), float(h["beta2"])
     weight_decay = float(h["weight_decay"])
+    corrections = [lr, 0.0] if step is None else [lr / (1 - beta1**step), (1 - beta2**step) ** 0.5]
     return [
         beta1,
         beta2,
@@ -115,8 +126,7 @@ def _adam_scalars(h: dict) -> list[float]:
         weight_decay,
         float(bool(h["decoupled"])),
         1 - lr * weight_decay,
-        lr / (1 - beta1**step),
-        (1 - beta2**step) ** 0.5,
+        *corrections,
     ]
 
 
@@ -175,17 +185,49 @@ class CupyBackend(Backend):
         if capture.current is not None:
             capture.current.host_copy("a host array's copy to the device")
         self.activate()
-        return cupy.asarray(np.asarray(array, order="C"))  # not ascontiguousarray: it makes a 0-d array 1-d
+        array = np.asarray(array, order="C")  # not ascontiguousarray: it makes a 0-d array 1-d
+        if array.dtype == dtypes.bfloat16:
+            array = array.view(dtypes.RAW_BFLOAT16)  # the same bits, as CuPy can hold them
+        return cupy.asarray(array)
 
     def to_host(self, array: Any) -> np.ndarray:
         out = cupy.asnumpy(array)  # waits for the queued work: a point to report label errors
         self._check_label_errors()
-        return out
+        return out.view(dtypes.bfloat16) if out.dtype == dtypes.RAW_BFLOAT16 else out
 
     def item(self, array: Any) -> Any:
+        if array.dtype == dtypes.RAW_BFLOAT16:
+            return self.to_host(array).item()
         value = array.item()
         self._check_label_errors()
         return value
+
+    # -- dtypes: bfloat16 is raw uint16 words, converted by cast.cu ------------------
+    def storage_dtype(self, dtype: np.dtype) -> np.dtype:
+        return _STORAGE.get(dtype, dtype)
+
+    def astype(self, array: Any, dtype: np.dtype) -> Any:
+        target = _STORAGE.get(dtype, dtype)
+        if array.dtype == target:
+            return array
+        source, destination = _FLOAT_NAMES.get(array.dtype), _FLOAT_NAMES.get(target)
+        if "bfloat16" not in (source, destination):
+            return array.astype(target)
+        if source is None or destination is None:  # bfloat16 and an integer or bool dtype: through float32
+            return self.astype(self.astype(array, dtypes.float32), dtype)
+        self.activate()
+        array = self._contiguous(array)
+        out = self._empty(array.shape, target)
+        if array.size:
+            name = catalog.cast(source, destination)
+            self.launch("cast", name, array.size, (array, out, np.int64(array.size)))
+        return out
+
+    def one(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        if dtype != dtypes.bfloat16:
+            return super().one(shape, dtype)
+        self.activate()
+        return cupy.full(shape, _BFLOAT16_ONE, dtype=dtypes.RAW_BFLOAT16)
 
     def synchronize(self) -> None:
         self._cuda_device.synchronize()
@@ -291,18 +333,26 @@ class CupyBackend(Backend):
             self._cublas = Cublas(self.index, self.compute_capability)
         return self._cublas
 
-    def matmul(self, a: Any, b: Any, out: Any = None) -> Any:
+    def matmul(self, a: Any, b: Any, out: Any = None, out_dtype: np.dtype | None = None) -> Any:
+        target = out.dtype if out is not None else _STORAGE.get(out_dtype, out_dtype) if out_dtype else a.dtype
         if (
             a.ndim == 2
             and b.ndim == 2
             and a.dtype == b.dtype
             and a.dtype in GEMM_DTYPES
-            and (out is None or (out.shape == (a.shape[0], b.shape[1]) and out.dtype == a.dtype))
-            and (out is None or out.flags.c_contiguous)
+            and (target == a.dtype or (target == np.float32 and a.dtype.itemsize == 2))
+            and (out is None or (out.shape == (a.shape[0], b.shape[1]) and out.flags.c_contiguous))
         ):
             self.activate()
+            if a.dtype == dtypes.RAW_BFLOAT16 and self.compute_capability < 80:
+                raise TypeError(
+                    f"bfloat16 matrix products need a GPU of compute capability 8.0 or newer; {self.device} "
+                    f"has {self.compute_capability / 10:.1f} (use float16 autocast there)"
+                )
+            if out is None and target != a.dtype:
+                out = cupy.empty((a.shape[0], b.shape[1]), dtype=target)
             return self.cublas.gemm(a, b, out, gp_cuda.tf32_enabled())
-        return super().matmul(a, b, out)
+        return super().matmul(a, b, out, out_dtype)
 
     # -- activations -----------------------------------------------------------
     def _fused_forward(self, x: Any, bias: Any, activation: str | None, out: Any) -> Any:
@@ -376,9 +426,12 @@ class CupyBackend(Backend):
                 return y
         return super().bias_activation(z, bias, activation)
 
-    def linear_delta(self, g: Any, y: Any, activation: str | None, bias_grad: bool) -> tuple[Any, Any]:
+    def linear_delta(
+        self, g: Any, y: Any, activation: str | None, bias_grad: bool, bias_dtype: np.dtype | None = None
+    ) -> tuple[Any, Any]:
         """δ = g ⊙ act′ and Σ_rows δ in one pass by ``act_bwd_bias`` (deterministic sum)."""
         dtype = _FLOAT_NAMES.get(y.dtype)
+        bias_storage = y.dtype if bias_dtype is None else _STORAGE.get(bias_dtype, bias_dtype)
         if (
             not bias_grad
             or dtype is None
@@ -386,13 +439,14 @@ class CupyBackend(Backend):
             or g.dtype != y.dtype
             or g.shape != y.shape
             or -(-y.shape[1] // catalog.BIAS_TILE) > catalog.TICKETS
+            or not (bias_storage == y.dtype or (bias_storage == np.float32 and dtype in catalog.HALF_TYPES))
         ):
-            return super().linear_delta(g, y, activation, bias_grad)
+            return super().linear_delta(g, y, activation, bias_grad, bias_dtype)
         self.activate()
         rows, cols = y.shape
         g = self._contiguous(g)
         delta = g if activation is None else self._empty(y.shape, y.dtype)
-        bias = self._empty((cols,), y.dtype)
+        bias = self._empty((cols,), bias_storage)
         if cols == 0:
             return delta, bias
         if rows == 0:
@@ -401,7 +455,7 @@ class CupyBackend(Backend):
         y = self._contiguous(y)
         tiles, chunks, per_chunk = catalog.bias_grad_grid(rows, cols, self.sm_count)
         partial = self._empty((chunks, cols), _acc(y.dtype)) if chunks > 1 else _NULL
-        kernel = self._kernel("activation", catalog.act_bwd_bias(dtype, activation))
+        kernel = self._kernel("activation", catalog.act_bwd_bias(dtype, activation, _FLOAT_NAMES[bias_storage]))
         args = (g, y, _NULL if activation is None else delta, bias, partial, self._bias_tickets)
         kernel(
             (tiles, chunks),
@@ -455,6 +509,8 @@ class CupyBackend(Backend):
         return grad
 
     def accumulate_metrics(self, totals: Any, logits: Any, labels: Any, loss: Any) -> None:
+        if loss.dtype != logits.dtype and loss.dtype in _FLOAT_NAMES and logits.dtype in _FLOAT_NAMES:
+            logits = self.astype(logits, dtypes.logical(loss.dtype))  # autocast: 16-bit logits, a float32 loss
         dtype = _FLOAT_NAMES.get(logits.dtype)
         if (
             dtype is None
@@ -520,12 +576,16 @@ class CupyBackend(Backend):
 
     def standard_normal(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
         dtype = np.dtype(dtype)
+        if dtype in _STORAGE or dtype == dtypes.RAW_BFLOAT16:  # bfloat16: float32 draws, rounded
+            return self.astype(self._random("normal", shape, dtypes.float32), dtypes.bfloat16)
         if dtype not in _FLOAT_NAMES:
             return self._random("normal", shape, np.dtype(np.float64)).astype(dtype)
         return self._random("normal", shape, dtype)
 
     def uniform(self, shape: tuple[int, ...], low: float, high: float, dtype: np.dtype) -> Any:
         dtype = np.dtype(dtype)
+        if dtype in _STORAGE or dtype == dtypes.RAW_BFLOAT16:  # bfloat16: float32 draws, rounded
+            return self.astype(self.uniform(shape, low, high, dtypes.float32), dtypes.bfloat16)
         compute = dtype if dtype in _FLOAT_NAMES else np.dtype(np.float64)
         acc = _acc(compute)
         out = self._random("uniform", shape, compute, (acc(low), acc(high)))
@@ -534,10 +594,11 @@ class CupyBackend(Backend):
     @staticmethod
     def _dropout_constants(p: float, dtype: np.dtype) -> tuple[np.uint32, Any]:
         # The scale rounded to the storage dtype first, as the twin's dtype.type(1 / (1 - p)).
-        return np.uint32(philox.dropout_threshold(p)), _acc(dtype)(dtype.type(1.0 / (1.0 - p)))
+        scale = dtypes.logical(dtype).type(1.0 / (1.0 - p))
+        return np.uint32(philox.dropout_threshold(p)), _acc(dtype)(float(scale))
 
     def dropout_mask(self, shape: tuple[int, ...], p: float, dtype: np.dtype) -> Any:
-        dtype = np.dtype(dtype)
+        dtype = self.storage_dtype(np.dtype(dtype))
         if p >= 1:
             self.activate()
             return cupy.zeros(shape, dtype=dtype)
@@ -581,11 +642,23 @@ class CupyBackend(Backend):
         """Backend.adam_update (same arguments), as the multi-tensor kernel on one tensor."""
         self.adam_updates([(param, grad, exp_avg, exp_avg_sq)], lambda: [hyper])
 
-    def sgd_updates(self, tensors: list[tuple], hypers: Callable[[], list[dict]]) -> None:
-        self._multi_update("sgd", tensors, hypers, _sgd_scalars, Backend.sgd_update)
+    def sgd_updates(
+        self,
+        tensors: list[tuple],
+        hypers: Callable[[], list[dict]],
+        found_inf: Any = None,
+        steps: list | None = None,
+    ) -> None:
+        self._multi_update("sgd", tensors, hypers, _sgd_scalars, Backend.sgd_update, found_inf, steps)
 
-    def adam_updates(self, tensors: list[tuple], hypers: Callable[[], list[dict]]) -> None:
-        self._multi_update("adam", tensors, hypers, _adam_scalars, Backend.adam_update)
+    def adam_updates(
+        self,
+        tensors: list[tuple],
+        hypers: Callable[[], list[dict]],
+        found_inf: Any = None,
+        steps: list | None = None,
+    ) -> None:
+        self._multi_update("adam", tensors, hypers, _adam_scalars, Backend.adam_update, found_inf, steps)
 
     @staticmethod
     def _update_ready(param: Any, grad: Any, *states: Any) -> bool:
@@ -597,6 +670,18 @@ class CupyBackend(Backend):
             and all(o.dtype == param.dtype and o.shape == param.shape for o in (grad, *states))
         )
 
+    @staticmethod
+    def _launch_groups(kinds: list[np.dtype]) -> list[list[int]]:
+        """Indices of the arrays of each multi-tensor launch, given their dtypes: one
+        dtype and at most MULTI_TENSOR_MAX arrays a launch, in a fixed order."""
+        groups: list[list[int]] = []
+        for i in sorted(range(len(kinds)), key=lambda i: kinds[i].str):
+            if groups and kinds[groups[-1][0]] == kinds[i] and len(groups[-1]) < catalog.MULTI_TENSOR_MAX:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
     def _multi_update(
         self,
         kind: str,
@@ -604,27 +689,22 @@ class CupyBackend(Backend):
         hypers: Callable[[], list[dict]],
         scalars_of: Callable[[dict], list[float]],
         twin: Callable[..., None],
+        found_inf: Any = None,
+        steps: list | None = None,
     ) -> None:
         if not all(self._update_ready(p, g, *(s for s in states if s is not None)) for p, g, *states in tensors):
             if capture.current is not None:
                 capture.current.cannot_replay(f"{kind}'s update of a parameter the fused kernel cannot take")
+            if found_inf is not None or steps is not None:
+                # The generic skip and step counting (it reads found_inf and the counts on the host).
+                getattr(Backend, f"{kind}_updates")(self, tensors, hypers, found_inf, steps)
+                return
             for arrays, hyper in zip(tensors, hypers()):
                 twin(self, *arrays, **hyper)  # the generic formula (its float16 path calls back in with float32)
             return
         self.activate()
         # Launches of at most MULTI_TENSOR_MAX tensors of one dtype; the scalars in launch order.
-        order = sorted(range(len(tensors)), key=lambda i: tensors[i][0].dtype.str)
-        groups: list[list[int]] = []
-        for i in order:
-            if (
-                groups
-                and tensors[groups[-1][0]][0].dtype == tensors[i][0].dtype
-                and len(groups[-1]) < catalog.MULTI_TENSOR_MAX
-            ):
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-
+        groups = self._launch_groups([p.dtype for p, *_ in tensors])
         record = capture.current
         rows: list[list[dict]] = []  # hypers() of this update (or replay), shared by its launches
 
@@ -635,34 +715,124 @@ class CupyBackend(Backend):
 
         for k, group in enumerate(groups):
             members = [tensors[i] for i in group]
+            counts = None if steps is None else [steps[i] for i in group]
             if record is None:
-                self._launch_table(kind, members, group_scalars(k), 0)
+                self._launch_table(kind, members, group_scalars(k), 0, found_inf, counts)
             else:
                 count = len(group) * catalog.MULTI_TENSOR_SCALARS
                 replayed = record.replay_value(count, lambda k=k: group_scalars(k))
-                self._launch_table(kind, members, None, replayed)
+                self._launch_table(kind, members, None, replayed, found_inf, counts)
+        if steps is not None:
+            self.advance_steps(steps, found_inf)  # after the updates, which read the counts
 
-    def _launch_table(self, kind: str, tensors: list[tuple], scalars: list[float] | None, replayed: int) -> None:
-        """One multi-tensor launch: fills optim.cu's TensorTable and passes it by value."""
-        count = len(tensors)
+    def _fill_table(self, sizes: list[int], pointers: dict[int, list[int]], found_inf: Any, replayed: int) -> int:
+        """Writes a TensorTable (tensor_table.cuh): the sizes and their chunks, each
+        pointer field in ``pointers`` (word offset -> a pointer per tensor; the
+        other pointer fields are null), found_inf and replay_scalars. Returns the
+        launch's chunk count."""
         table = self._table
-        sizes = [p.size for p, *_ in tensors]
+        count = len(sizes)
         begins = catalog.chunk_begins(sizes)
-        if begins[-1] == 0:
-            return
-        grads = [self._contiguous(g) for _, g, *_ in tensors]  # kept alive until the launch is queued
         table[catalog.TABLE_COUNT] = count
         table[catalog.TABLE_CHUNK_BEGIN : catalog.TABLE_CHUNK_BEGIN + count + 1] = begins
         table[catalog.TABLE_SIZE : catalog.TABLE_SIZE + count] = sizes
-        table[catalog.TABLE_PARAM : catalog.TABLE_PARAM + count] = [p.data.ptr for p, *_ in tensors]
-        table[catalog.TABLE_GRAD : catalog.TABLE_GRAD + count] = [g.data.ptr for g in grads]
-        for field, index in ((catalog.TABLE_STATE1, 2), (catalog.TABLE_STATE2, 3)):
-            table[field : field + count] = [
-                t[index].data.ptr if len(t) > index and t[index] is not None else 0 for t in tensors
-            ]
+        for field in (catalog.TABLE_PARAM, catalog.TABLE_GRAD, catalog.TABLE_STATE1, catalog.TABLE_STATE2):
+            table[field : field + count] = pointers.get(field, 0)
+        table[catalog.TABLE_STEP : catalog.TABLE_STEP + count] = pointers.get(catalog.TABLE_STEP, 0)
+        table[catalog.TABLE_FOUND_INF] = 0 if found_inf is None else found_inf.data.ptr
         table[catalog.TABLE_REPLAY_SCALARS] = replayed
+        return begins[-1]
+
+    def _launch_table(
+        self,
+        kind: str,
+        tensors: list[tuple],
+        scalars: list[float] | None,
+        replayed: int,
+        found_inf: Any = None,
+        steps: list | None = None,
+    ) -> None:
+        """One multi-tensor update launch: fills the TensorTable and passes it by value."""
+
+        def pointers(index: int) -> list[int]:
+            return [t[index].data.ptr if len(t) > index and t[index] is not None else 0 for t in tensors]
+
+        grads = [self._contiguous(g) for _, g, *_ in tensors]  # kept alive until the launch is queued
+        fields = {
+            catalog.TABLE_PARAM: pointers(0),
+            catalog.TABLE_GRAD: [g.data.ptr for g in grads],
+            catalog.TABLE_STATE1: pointers(2),
+            catalog.TABLE_STATE2: pointers(3),
+        }
+        if steps is not None:
+            fields[catalog.TABLE_STEP] = [0 if s is None else s.data.ptr for s in steps]
+        chunks = self._fill_table([p.size for p, *_ in tensors], fields, found_inf, replayed)
+        if chunks == 0:
+            return
         if scalars is not None:
             start = catalog.TABLE_SCALARS
-            table.view(np.float64)[start : start + len(scalars)] = scalars
+            self._table.view(np.float64)[start : start + len(scalars)] = scalars
         name = (catalog.sgd_multi if kind == "sgd" else catalog.adam_multi)(_FLOAT_NAMES[tensors[0][0].dtype])
-        self.launch("optim", name, begins[-1] * catalog.BLOCK, (self._table_argument,))
+        self.launch("optim", name, chunks * catalog.BLOCK, (self._table_argument,))
+
+    def advance_steps(self, steps: list, found_inf: Any = None) -> None:
+        """Backend.advance_steps: one advance_steps launch per STEP_LIST_MAX counts."""
+        pointers = [s.data.ptr for s in steps if s is not None]
+        if not pointers:
+            return
+        self.activate()
+        name = catalog.advance_steps()
+        size = catalog.STEP_LIST_MAX
+        for start in range(0, len(pointers), size):
+            part = pointers[start : start + size]
+            words = np.zeros(2 + size, dtype=np.uint64)  # amp.cu's StepList
+            words[0] = len(part)
+            words[1] = 0 if found_inf is None else found_inf.data.ptr
+            words[2 : 2 + len(part)] = part
+            self.launch("amp", name, len(part), (words.view(np.dtype((np.void, words.nbytes))),))
+
+    # -- loss scaling (amp.cu): no host reads, so a GradScaler step can be captured ------
+    def unscale_grads(self, grads: list, inv_scale: Any, found_inf: Any) -> None:
+        """Backend.unscale_grads: one amp_unscale launch per dtype (and MULTI_TENSOR_MAX
+        gradients); strided gradients, which the kernel cannot change in place, take
+        the generic path (device ops too)."""
+        flags = self._amp_scalar(inv_scale, np.float32) and self._amp_scalar(found_inf, np.float32)
+        takes = [flags and g.dtype in _FLOAT_NAMES and g.flags.c_contiguous for g in grads]
+        fused = [g for g, t in zip(grads, takes) if t]
+        if len(fused) < len(grads):
+            super().unscale_grads([g for g, t in zip(grads, takes) if not t], inv_scale, found_inf)
+        self.activate()
+        for group in self._launch_groups([g.dtype for g in fused]):
+            members = [fused[i] for i in group]
+            fields = {catalog.TABLE_GRAD: [g.data.ptr for g in members]}
+            chunks = self._fill_table([g.size for g in members], fields, found_inf, 0)
+            if chunks:
+                name = catalog.amp_unscale(_FLOAT_NAMES[members[0].dtype])
+                self.launch("amp", name, chunks * catalog.BLOCK, (self._table_argument, inv_scale))
+
+    def update_scale(
+        self, scale: Any, growth_tracker: Any, found_inf: Any, factors: Callable[[], tuple[float, float, int]]
+    ) -> None:
+        """Backend.update_scale as one thread of ``update_scale``. In a capture the
+        factors are replay values, computed by ``factors()`` before each replay."""
+        if not (
+            self._amp_scalar(scale, np.float32)
+            and self._amp_scalar(growth_tracker, np.int32)
+            and self._amp_scalar(found_inf, np.float32)
+        ):
+            super().update_scale(scale, growth_tracker, found_inf, factors)
+            return
+        self.activate()
+        kernel = self._kernel("amp", catalog.update_scale())
+        if capture.current is not None:
+            replayed = capture.current.replay_value(3, lambda: [float(v) for v in factors()])
+            args = (np.float64(0), np.float64(0), np.int64(0), np.uint64(replayed))
+        else:
+            growth_factor, backoff_factor, growth_interval = factors()
+            args = (np.float64(growth_factor), np.float64(backoff_factor), np.int64(growth_interval), _NULL)
+        kernel((1,), (1,), (scale, growth_tracker, found_inf, *args))
+
+    @staticmethod
+    def _amp_scalar(array: Any, dtype: type) -> bool:
+        """Whether a kernel can take ``array`` as its one-element ``dtype`` value."""
+        return isinstance(array, cupy.ndarray) and array.size == 1 and array.dtype == dtype

@@ -17,8 +17,16 @@ from pathlib import Path
 # A local include of one of our headers (kernels/*.cuh), inlined by kernel_source.
 _INCLUDE = re.compile(r'^#include "([A-Za-z0-9_]+\.cuh)"$', re.MULTILINE)
 
-# Storage dtype name -> C++ type in the kernels. half_t is float16 bits with float arithmetic.
-FLOAT_TYPES = {"float16": "half_t", "float32": "float", "float64": "double"}
+# Storage dtype name -> C++ type in the kernels. half_t and bf16_t are float16's and
+# bfloat16's bits with float arithmetic (common.cuh).
+FLOAT_TYPES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float", "float64": "double"}
+# Dtypes stored in 16 bits: their layer's bias gradient may be written in float32
+# (autocast's float32 master weights get their gradients without a cast pass).
+HALF_TYPES = ("float16", "bfloat16")
+# cast.cu's conversions: to and from bfloat16 (CuPy casts the others itself).
+CAST_PAIRS = tuple(
+    pair for other in ("float16", "float32", "float64") for pair in ((other, "bfloat16"), ("bfloat16", other))
+)
 LABEL_TYPES = {"int32": "int", "int64": "long long"}
 # The ACT template parameter of activation.cu.
 ACTIVATION_CODES = {None: 0, "sigmoid": 1, "tanh": 2, "relu": 3}
@@ -34,13 +42,16 @@ WARP = 32
 # These kernels are bound by memory, not arithmetic, so exactness costs nothing.
 COMPILE_OPTIONS = ("-std=c++17", "--fmad=false")
 
-FAMILIES = ("activation", "softmax_xent", "optim", "random", "graph")
+FAMILIES = ("activation", "softmax_xent", "optim", "random", "graph", "cast", "amp")
 
 # graph.cu: 8-byte words per write_words launch (its argument block stays under 4 KB).
 REPLAY_WORDS = 480
+# amp.cu: device step counts per advance_steps launch (StepList, also under 4 KB).
+STEP_LIST_MAX = 480
 
-# optim.cu's TensorTable, a kernel argument of 8-byte words: the word offsets of
-# its fields (tests/backends/test_kernel_compile.py checks them against nvcc's layout).
+# The TensorTable of optim.cu and amp.cu (kernels/tensor_table.cuh), a kernel argument of
+# 8-byte words: the word offsets of its fields (tests/backends/test_kernel_compile.py
+# checks them against the compiler's layout).
 MULTI_TENSOR_MAX = 16  # tensors per launch (MAX_TENSORS)
 MULTI_TENSOR_SCALARS = 10  # hyper-parameters per tensor (MAX_SCALARS)
 MULTI_TENSOR_CHUNK = 4096  # elements per chunk (CHUNK)
@@ -51,7 +62,9 @@ TABLE_PARAM = TABLE_SIZE + MULTI_TENSOR_MAX
 TABLE_GRAD = TABLE_PARAM + MULTI_TENSOR_MAX
 TABLE_STATE1 = TABLE_GRAD + MULTI_TENSOR_MAX
 TABLE_STATE2 = TABLE_STATE1 + MULTI_TENSOR_MAX
-TABLE_REPLAY_SCALARS = TABLE_STATE2 + MULTI_TENSOR_MAX
+TABLE_STEP = TABLE_STATE2 + MULTI_TENSOR_MAX  # device step counts (GradScaler steps)
+TABLE_FOUND_INF = TABLE_STEP + MULTI_TENSOR_MAX
+TABLE_REPLAY_SCALARS = TABLE_FOUND_INF + 1
 TABLE_SCALARS = TABLE_REPLAY_SCALARS + 1
 TABLE_WORDS = TABLE_SCALARS + MULTI_TENSOR_MAX * MULTI_TENSOR_SCALARS
 
@@ -61,7 +74,7 @@ BIAS_TILE = 32
 BIAS_ROWS_PER_BLOCK_MIN = 64
 TICKETS = 1 << 16
 
-_ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 def _name(kernel: str, *args: object) -> str:
@@ -87,8 +100,9 @@ def act_bwd(dtype: str, activation: str, vec: int) -> str:
     return _name("act_bwd", FLOAT_TYPES[dtype], ACTIVATION_CODES[activation], vec)
 
 
-def act_bwd_bias(dtype: str, activation: str | None) -> str:
-    return _name("act_bwd_bias", FLOAT_TYPES[dtype], ACTIVATION_CODES[activation])
+def act_bwd_bias(dtype: str, activation: str | None, grad_dtype: str | None = None) -> str:
+    """``grad_dtype``: the bias gradient's dtype (the storage dtype, or float32 for a half one)."""
+    return _name("act_bwd_bias", FLOAT_TYPES[dtype], ACTIVATION_CODES[activation], FLOAT_TYPES[grad_dtype or dtype])
 
 
 def softmax_xent_fwd(dtype: str, label_dtype: str) -> str:
@@ -127,6 +141,22 @@ def dropout_apply(dtype: str) -> str:
     return _name("dropout_apply", FLOAT_TYPES[dtype])
 
 
+def cast(source: str, target: str) -> str:
+    return _name("cast", FLOAT_TYPES[source], FLOAT_TYPES[target])
+
+
+def amp_unscale(dtype: str) -> str:
+    return _name("amp_unscale", FLOAT_TYPES[dtype])
+
+
+def update_scale() -> str:
+    return _name("update_scale", FLOAT_TYPES["float32"])  # the scale is float32, as PyTorch's
+
+
+def advance_steps() -> str:
+    return _name("advance_steps", STEP_LIST_MAX)
+
+
 def write_words() -> str:
     return _name("write_words", REPLAY_WORDS)
 
@@ -137,6 +167,8 @@ def values_per_counter(kernel: str, dtype: str) -> int:
     masks always take 4 (one 24-bit draw per element)."""
     if kernel in ("dropout_mask", "dropout_apply"):
         return 4
+    if dtype == "bfloat16":
+        raise ValueError(f"random.cu has no {kernel} for bfloat16 (it draws float32 and casts)")
     if kernel == "normal" and dtype == "float16":
         return 4  # float16 normals draw float uniforms
     return 2 if dtype == "float64" else 4
@@ -148,6 +180,8 @@ def name_expressions(family: str) -> tuple[str, ...]:
         raise KeyError(f"unknown kernel family {family!r}; expected one of {FAMILIES}")
     if family == "graph":
         return (write_words(),)
+    if family == "cast":
+        return tuple(cast(a, b) for a, b in CAST_PAIRS)
     names: list[str] = []
     for dtype in FLOAT_TYPES:
         widths = vector_widths(dtype)
@@ -155,12 +189,20 @@ def name_expressions(family: str) -> tuple[str, ...]:
             names += [bias_act_fwd(dtype, act, vec) for act in ACTIVATION_CODES for vec in widths]
             names += [act_bwd(dtype, act, vec) for act in ACTIVATION_CODES if act is not None for vec in widths]
             names += [act_bwd_bias(dtype, act) for act in ACTIVATION_CODES]
+            if dtype in HALF_TYPES:
+                names += [act_bwd_bias(dtype, act, "float32") for act in ACTIVATION_CODES]
         elif family == "softmax_xent":
             for label_dtype in LABEL_TYPES:
                 names += [softmax_xent_fwd(dtype, label_dtype), softmax_xent_bwd(dtype, label_dtype)]
                 names.append(accumulate_metrics(dtype, label_dtype))
         elif family == "optim":
             names += [sgd_multi(dtype), adam_multi(dtype)]
+        elif family == "amp":
+            names.append(amp_unscale(dtype))
+            if dtype == "float32":
+                names += [update_scale(), advance_steps()]
+        elif dtype == "bfloat16":  # random bfloat16 values are drawn in float32 and cast
+            names += [dropout_mask(dtype), dropout_apply(dtype)]
         else:
             names += [uniform(dtype), normal(dtype), dropout_mask(dtype), dropout_apply(dtype)]
     return tuple(names)

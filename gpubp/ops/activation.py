@@ -9,11 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from gpubp import autocast_mode
 from gpubp.tensor import Function, Tensor
 
 
 class _SavedOutputActivation(Function):
     """y = f(x) where f′ is a function of y: the backend computes both."""
+
+    handles_bfloat16 = True  # the backend's kernels (and float32 twins) take 16-bit floats
 
     kind: str
 
@@ -189,12 +192,12 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 def softmax(x: Tensor, dim: int = -1, *, axis: int | None = None) -> Tensor:
     """exp(x) / Σ exp(x) along ``dim`` (``axis=`` is an alias), shifted by the maximum
     so it never overflows."""
-    return Softmax(_dim("softmax", dim, axis))(x)
+    return Softmax(_dim("softmax", dim, axis))(autocast_mode.in_float32(x))
 
 
 def log_softmax(x: Tensor, dim: int = -1, *, axis: int | None = None) -> Tensor:
     """x − log Σ exp(x) along ``dim`` (``axis=`` is an alias), computed stably."""
-    return LogSoftmax(_dim("log_softmax", dim, axis))(x)
+    return LogSoftmax(_dim("log_softmax", dim, axis))(autocast_mode.in_float32(x))
 
 
 def _dim(op: str, dim: int, axis: int | None) -> int:

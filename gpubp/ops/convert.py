@@ -10,20 +10,24 @@ from gpubp.tensor import Function, Tensor
 
 
 class Cast(Function):
+    handles_bfloat16 = True  # the backend's casts (cast.cu on a GPU)
+
     def __init__(self, dtype: Any) -> None:
         self.dtype = dtype
 
     def forward(self, a: Any) -> Any:
-        self.in_dtype = a.dtype
-        return a.astype(self.dtype)
+        self.in_dtype = dtypes.logical(a.dtype)
+        return self.backend.astype(a, self.dtype)
 
     derivatives = {"a": "· 1, cast back to {in_dtype}"}
 
     def backward(self, g: Any) -> Any:
-        return g.astype(self.in_dtype)
+        return self.backend.astype(g, self.in_dtype)
 
 
 class Move(Function):
+    handles_bfloat16 = True  # a copy of the bits
+
     def __init__(self, target: Backend) -> None:
         self.result_backend = target
 

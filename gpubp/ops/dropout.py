@@ -8,6 +8,8 @@ from gpubp.tensor import Function, Tensor
 
 
 class Dropout(Function):
+    handles_bfloat16 = True  # the backend's dropout kernels (and float32 twins) take 16-bit floats
+
     def __init__(self, p: float) -> None:
         self.p = p
 

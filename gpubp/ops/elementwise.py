@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from gpubp import autocast_mode
 from gpubp.ops.broadcast import sum_to
 from gpubp.ops.operands import binary, floating
 from gpubp.tensor import Function, Tensor
@@ -206,7 +207,7 @@ def div(a: Any, b: Any) -> Tensor:
 def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 (mirrors the operator's name)
     """a ** b (elementwise). Gradients follow PyTorch at the edges: 0 for a where
     b = 0, 0 for b where a = 0 and b ≥ 0, nan for b where a < 0."""
-    return Pow()(*binary("pow", a, b))
+    return Pow()(*binary("pow", autocast_mode.in_float32(a), autocast_mode.in_float32(b)))
 
 
 def neg(a: Tensor) -> Tensor:
@@ -216,12 +217,12 @@ def neg(a: Tensor) -> Tensor:
 
 def exp(a: Tensor) -> Tensor:
     """e^a; backward reuses the saved output."""
-    return Exp()(floating(a))
+    return Exp()(floating(autocast_mode.in_float32(a)))
 
 
 def log(a: Tensor) -> Tensor:
     """Natural logarithm."""
-    return Log()(floating(a))
+    return Log()(floating(autocast_mode.in_float32(a)))
 
 
 def sqrt(a: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gpubp import autocast_mode
 from gpubp.creation import tensor
 from gpubp.ops.operands import operand
 from gpubp.tensor import Function, Tensor
@@ -335,6 +336,7 @@ def cross_entropy(
         raise ValueError(f"cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not isinstance(logits, Tensor):
         raise TypeError(f"cross_entropy: logits must be a Tensor, got {type(logits).__name__}")
+    logits, target = autocast_mode.in_float32(logits), autocast_mode.in_float32(target)
     labels = _class_target(target, logits)
     if (
         labels is not None
@@ -378,6 +380,7 @@ def nll_loss(
         raise ValueError(f"nll_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not isinstance(logp, Tensor):
         raise TypeError(f"nll_loss: input must be a Tensor, got {type(logp).__name__}")
+    logp = autocast_mode.in_float32(logp)
     _check_options("nll_loss", logp, ignore_index, 0.0)
     labels = _class_target(target, logp, "nll_loss")
     _check_label_shape("nll_loss", labels, logp)
@@ -395,6 +398,7 @@ def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"mse_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    pred, target = autocast_mode.in_float32(pred), autocast_mode.in_float32(target)
     return MSE(reduction)(*_pair("mse_loss", pred, target))
 
 
@@ -425,7 +429,7 @@ def binary_cross_entropy_with_logits(
         raise TypeError(f"{op}: weight must be a tensor, got the string {weight!r}; pass reduction={weight!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    logits, target = _pair(op, logits, target)
+    logits, target = _pair(op, autocast_mode.in_float32(logits), autocast_mode.in_float32(target))
     weights = [
         _broadcast_constant(op, name, value, logits)
         for name, value in (("weight", weight), ("pos_weight", pos_weight))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpubp import autocast_mode
 from gpubp.ops.broadcast import sum_to
+from gpubp.ops.convert import cast
 from gpubp.ops.operands import operand
 from gpubp.tensor import Function, Tensor
 
@@ -58,4 +60,11 @@ def matmul(a: Any, b: Any) -> Tensor:
             f"matmul: shapes {a_shape} and {b_shape} are not aligned: "
             f"{inner_a} (last dim of a) != {inner_b} ({'second-to-last' if len(b_shape) > 1 else 'only'} dim of b)"
         )
-    return MatMul()(a, b)
+    if autocast_mode._active is not None:
+        low = autocast_mode.low_dtype(a, b)
+        if low is not None:
+            a, b = cast(a, low), cast(b, low)
+    op = MatMul()
+    # A 2-D product is the backend's GEMM, which takes bfloat16 (float32 accumulation).
+    op.handles_bfloat16 = len(a_shape) == 2 and len(b_shape) == 2
+    return op(a, b)

@@ -39,9 +39,12 @@ def promote_types(a: np.dtype, b: np.dtype) -> np.dtype:
     """The dtype two tensor dtypes combine to (``torch.promote_types``)."""
     if a == b:
         return a
-    ca, cb = _CATEGORY[a.kind], _CATEGORY[b.kind]
+    ca, cb = _CATEGORY[dtypes.kind(a)], _CATEGORY[dtypes.kind(b)]
     if ca != cb:
         return a if ca > cb else b
+    if dtypes.bfloat16 in (a, b):  # NumPy has no rule for it; PyTorch's: float16 with bfloat16 is float32
+        other = b if a == dtypes.bfloat16 else a
+        return dtypes.float32 if other == dtypes.float16 else other
     return np.promote_types(a, b)  # same category: NumPy agrees with PyTorch on the supported dtypes
 
 
@@ -61,7 +64,7 @@ def result_type(*operands: Any) -> np.dtype:
     dims = zero = scalar = None
     for value in operands:
         if isinstance(value, Tensor):
-            dtype = value.data.dtype
+            dtype = value.dtype
             if value.data.ndim:
                 dims = dtype if dims is None else promote_types(dims, dtype)
             else:
@@ -72,7 +75,7 @@ def result_type(*operands: Any) -> np.dtype:
                 scalar = dtype if scalar is None else promote_types(scalar, dtype)
     result = dims
     for lower in (zero, scalar):
-        if lower is not None and (result is None or _CATEGORY[lower.kind] > _CATEGORY[result.kind]):
+        if lower is not None and (result is None or _CATEGORY[dtypes.kind(lower)] > _CATEGORY[dtypes.kind(result)]):
             result = lower if result is None else promote_types(result, lower)
     if result is None:
         raise TypeError("result_type needs at least one Tensor or number")
@@ -88,11 +91,11 @@ def promote(op: str, *operands: Any, floating: bool = False) -> tuple[Any, ...]:
     like = next(v for v in operands if isinstance(v, Tensor))
     values = tuple(v if isinstance(v, Tensor) else _scalar_or_constant(v, like, op) for v in operands)
     target = result_type(*values)
-    if floating and target.kind != "f":
+    if floating and dtypes.kind(target) != "f":
         target = dtypes.DEFAULT_FLOAT
     from gpubp.ops.convert import cast
 
-    return tuple(cast(v, target) if isinstance(v, Tensor) and v.data.dtype != target else v for v in values)
+    return tuple(cast(v, target) if isinstance(v, Tensor) and v.dtype != target else v for v in values)
 
 
 def _scalar_or_constant(value: Any, like: Tensor, op: str) -> Any:
@@ -160,7 +163,7 @@ def binary(op: str, a: Any, b: Any, *, floating: bool = False) -> tuple[Any, Any
 def floating(a: Tensor) -> Tensor:
     """``a`` itself when it is floating, else cast to float32 (for exp, log, sqrt
     and other ops defined only on floats, as PyTorch computes them)."""
-    if a.data.dtype.kind == "f":
+    if a.data.dtype.kind == "f" or a.dtype == dtypes.bfloat16:
         return a
     from gpubp.ops.convert import cast
 

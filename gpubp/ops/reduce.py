@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpubp import dtypes
+from gpubp import autocast_mode, dtypes
 from gpubp.ops.operands import floating
 from gpubp.tensor import Function, Tensor, _wrap
 
@@ -204,7 +204,7 @@ def sum(  # noqa: A001 (PyTorch's name)
 ) -> Tensor:
     """Sum over ``axis``/``dim`` (all axes when None)."""
     axis, keepdims = axes_and_keepdims("sum", axis, keepdims, dim, keepdim)
-    return Sum(axis, keepdims)(a)
+    return Sum(axis, keepdims)(autocast_mode.in_float32(a))
 
 
 def mean(
@@ -217,7 +217,7 @@ def mean(
 ) -> Tensor:
     """Mean over ``axis``/``dim`` (all axes when None); integer tensors average in float32."""
     axis, keepdims = axes_and_keepdims("mean", axis, keepdims, dim, keepdim)
-    return Mean(axis, keepdims)(floating(a))
+    return Mean(axis, keepdims)(floating(autocast_mode.in_float32(a)))
 
 
 def _extreme(
@@ -287,7 +287,8 @@ def var(
     unbiased (correction 1, as PyTorch; NumPy's ``ddof=0`` is ``correction=0``
     or ``unbiased=False``)."""
     axis, keepdims = axes_and_keepdims("var", axis, keepdims, dim, keepdim)
-    return Variance(axis, keepdims, _correction("var", correction, unbiased, ddof), root=False)(floating(a))
+    a = floating(autocast_mode.in_float32(a))
+    return Variance(axis, keepdims, _correction("var", correction, unbiased, ddof), root=False)(a)
 
 
 def std(
@@ -304,7 +305,8 @@ def std(
     """Standard deviation, √var (see ``var`` for the correction); its gradient is
     inf or nan where it is 0, as PyTorch's."""
     axis, keepdims = axes_and_keepdims("std", axis, keepdims, dim, keepdim)
-    return Variance(axis, keepdims, _correction("std", correction, unbiased, ddof), root=True)(floating(a))
+    a = floating(autocast_mode.in_float32(a))
+    return Variance(axis, keepdims, _correction("std", correction, unbiased, ddof), root=True)(a)
 
 
 def argmax(

@@ -46,6 +46,7 @@ def _is_view(out: Any, a: Any, xp: Any) -> bool:
 
 
 class Reshape(Function):
+    handles_bfloat16 = True  # moves values, never computes with them
     shares_memory = True
 
     def __init__(self, shape: tuple[int, ...]) -> None:
@@ -67,6 +68,7 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    handles_bfloat16 = True  # moves values, never computes with them
     shares_memory = True
 
     def __init__(self, axes: Sequence[int] | None) -> None:
@@ -155,6 +157,8 @@ class SetItem(Function):
 
 
 class Clone(Function):
+    handles_bfloat16 = True  # copies values, never computes with them
+
     def forward(self, a: Any) -> Any:
         return a.copy()
 

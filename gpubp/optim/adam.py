@@ -12,9 +12,12 @@ from gpubp.tensor import Tensor, _wrap
 class Adam(Optimizer):
     """PyTorch's Adam: m = β₁m + (1 − β₁)g, v = β₂v + (1 − β₂)g², and
     p −= lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps). ``weight_decay`` adds the L2
-    term to g (Adam) or shrinks p directly (AdamW)."""
+    term to g (Adam) or shrinks p directly (AdamW). Stepped by a GradScaler, t is
+    a device count (``state["step"]``, a 0-d float64 tensor) that skipped steps do
+    not advance, and the bias corrections are worked out on the device."""
 
     decoupled = False
+    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -29,8 +32,9 @@ class Adam(Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
     def step(self) -> None:
+        found_inf = self._found_inf()
         for backend, entries in self._entries_by_backend().items():
-            tensors = []
+            tensors, steps = [], []
             for p, _ in entries:
                 state = self.state.get(p)
                 if state is None:
@@ -45,21 +49,37 @@ class Adam(Optimizer):
                         "exp_avg": _wrap(zeros(p.data), backend),
                         "exp_avg_sq": _wrap(zeros(p.data), backend),
                     }
+                if self._steps_on_device and not isinstance(state["step"], Tensor):
+                    state["step"] = self._device_count(backend, state["step"], "step count")
                 tensors.append((p.data, p.grad.data, state["exp_avg"].data, state["exp_avg_sq"].data))
-            backend.adam_updates(tensors, lambda entries=entries: self._hypers(entries))
+                steps.append(state["step"].data if self._steps_on_device else None)
+            amp = {"found_inf": found_inf, "steps": steps} if self._steps_on_device else {}
+            backend.adam_updates(tensors, lambda entries=entries: self._hypers(entries), **amp)
             self._updated(entries)
+
+    def _loaded(self) -> None:
+        """Loaded step counts (plain numbers) go back to the device when steps are counted there."""
+        if self._steps_on_device:
+            for p, state in self.state.items():
+                if "step" in state and not isinstance(state["step"], Tensor):
+                    state["step"] = self._device_count(p.backend, state["step"], "step count")
 
     def _hypers(self, entries: list[tuple[Tensor, dict]]) -> list[dict]:
         """adam_update's keywords per parameter, advancing each step count: called
-        when the update is queued (at each replay of a captured step)."""
+        when the update is queued (at each replay of a captured step). A device
+        count is the kernel's to read and advance: its step is None here."""
         out = []
         for p, group in entries:
             state = self.state[p]
-            state["step"] += 1
+            if isinstance(state["step"], Tensor):
+                step = None
+            else:
+                state["step"] += 1
+                step = state["step"]
             beta1, beta2 = group["betas"]
             out.append(
                 {
-                    "step": state["step"],
+                    "step": step,
                     "lr": group["lr"],
                     "beta1": beta1,
                     "beta2": beta2,

@@ -14,7 +14,19 @@ from gpubp.tensor import Tensor, _wrap
 
 class Optimizer:
     """Holds ``param_groups`` (dicts with "params" and hyper-parameters, as in
-    PyTorch) and ``state`` (per parameter: buffers and step counts)."""
+    PyTorch) and ``state`` (per parameter: buffers and step counts).
+
+    Stepped by a ``gp.amp.GradScaler``, an optimizer whose ``_step_supports_amp_scaling``
+    is true finds the scaler's found_inf (a 1-element float32 device array) in
+    ``_amp_found_inf`` for the duration of ``step()`` and skips its update on the
+    device when it is set, as PyTorch's fused optimizers do. Only the device then
+    knows whether a step counted, so from that step on the optimizer keeps its
+    step counts there (``_steps_on_device``): Adam's ``state["step"]`` becomes a
+    0-d float64 tensor, as PyTorch's with capturable=True; ``state_dict()`` still
+    saves plain numbers."""
+
+    _step_supports_amp_scaling = False
+    _amp_found_inf: Any = None  # set by GradScaler.step while it calls step()
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], defaults: dict[str, Any]) -> None:
         for name, value in defaults.items():
@@ -38,6 +50,8 @@ class Optimizer:
         # Parameters whose state buffers exist but hold nothing yet (SGD's momentum
         # buffer: its first step copies the gradient in, never reading it).
         self._unfilled: set[Tensor] = set()
+        # Set by the first step a GradScaler makes (and kept): step counts live on the device.
+        self._steps_on_device = False
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forgets every parameter's gradient: sets ``.grad`` to None, or with
@@ -70,19 +84,49 @@ class Optimizer:
         for p, _ in entries:
             p.bump_version()  # backward through a graph that saved p must now fail
 
+    def _found_inf(self) -> Any:
+        """This step's GradScaler found_inf array, or None; a step with one moves the
+        step counts to the device for good."""
+        found_inf = self._amp_found_inf
+        if found_inf is not None:
+            self._steps_on_device = True
+        return found_inf
+
+    def _device_count(self, backend: Backend, value: float, what: str) -> Tensor:
+        """A device step count (a 0-d float64 tensor) starting at ``value``. Made only
+        outside a capture: a replay would set it back to ``value`` every time."""
+        if capture.current is not None:
+            capture.current.cannot_replay(
+                f"{type(self).__name__}'s {what} (a device step count starts once, not at every replay); run a "
+                "step with the GradScaler before capturing, as gp.jit's warm-up calls do"
+            )
+        backend.activate()
+        return _wrap(backend.xp.full((), value, dtype=np.float64), backend)
+
+    def _loaded(self) -> None:
+        """Called at the end of ``load_state_dict``: subclasses move what they count on the device."""
+
     # -- saving and loading --------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """{"state": {index: {name: NumPy array or number}}, "param_groups": [...]},
         parameters numbered in group order as in PyTorch."""
         index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
-        state = {}
-        for p, values in self.state.items():
-            state[index[id(p)]] = {k: v.numpy() if isinstance(v, Tensor) else v for k, v in values.items()}
+        state = {index[id(p)]: self._saved_state(p) for p in self.state}
         groups = [
             {**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
             for g in self.param_groups
         ]
         return {"state": state, "param_groups": groups}
+
+    def _saved_state(self, p: Tensor) -> dict[str, Any]:
+        """A parameter's state as ``state_dict`` saves it: buffers as NumPy arrays, a
+        device step count as the plain int it holds (a host read)."""
+        saved = {}
+        for name, value in self.state[p].items():
+            if isinstance(value, Tensor):
+                value = int(value.item()) if name == "step" else value.numpy()
+            saved[name] = value
+        return saved
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restores hyper-parameters and buffers saved by ``state_dict`` onto the
@@ -112,3 +156,4 @@ class Optimizer:
                     value = _wrap(p.backend.from_host(array.astype(p.dtype, copy=False)), p.backend)
                 restored[name] = value
             self.state[p] = restored
+        self._loaded()

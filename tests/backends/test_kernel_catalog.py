@@ -44,7 +44,9 @@ def test_name_expressions_spell_the_template_arguments():
     assert catalog.softmax_xent_fwd("float32", "int64") == "softmax_xent_fwd<float, long long>"
     assert catalog.sgd_multi("float16") == "sgd_multi<half_t>"
     assert catalog.adam_multi("float32") == "adam_multi<float>"
-    assert catalog.act_bwd_bias("float32", None) == "act_bwd_bias<float, 0>"
+    assert catalog.act_bwd_bias("float32", None) == "act_bwd_bias<float, 0, float>"
+    assert catalog.act_bwd_bias("bfloat16", "relu", "float32") == "act_bwd_bias<bf16_t, 3, float>"
+    assert catalog.cast("float32", "bfloat16") == "cast<float, bf16_t>"
     assert catalog.accumulate_metrics("float64", "int32") == "accumulate_metrics<double, int>"
     assert catalog.dropout_mask("float64") == "dropout_mask<double>"
     assert catalog.write_words() == f"write_words<{catalog.REPLAY_WORDS}>"
@@ -58,10 +60,13 @@ def test_name_expressions_cover_every_dtype_and_are_unique():
             continue  # no dtype: it copies 8-byte words
         for ctype in catalog.FLOAT_TYPES.values():
             assert any(f"<{ctype}" in n for n in names), (family, ctype)
-    # 3 dtypes x (4 forward activations x 2 widths + 3 backward x 2 widths + 4 fused bias gradients)
-    assert len(catalog.name_expressions("activation")) == 3 * (8 + 6 + 4)
-    # 3 dtypes x 2 label types x (forward, backward, metrics)
-    assert len(catalog.name_expressions("softmax_xent")) == 3 * 2 * 3
+    # 4 dtypes x (4 forward activations x 2 widths + 3 backward x 2 widths + 4 fused bias gradients),
+    # and the 2 half dtypes' 4 fused bias gradients written in float32
+    assert len(catalog.name_expressions("activation")) == 4 * (8 + 6 + 4) + 2 * 4
+    # 4 dtypes x 2 label types x (forward, backward, metrics)
+    assert len(catalog.name_expressions("softmax_xent")) == 4 * 2 * 3
+    # bfloat16 from and to each other float dtype
+    assert len(catalog.name_expressions("cast")) == 6
 
 
 def test_modules_split_each_family_by_dtype_and_cover_every_kernel():
@@ -149,3 +154,14 @@ def test_instantiation_unit_takes_every_kernel_address():
     assert unit.startswith('#include "')
     for name in catalog.name_expressions("optim"):
         assert f"(void*)&{name}," in unit
+
+
+def test_amp_kernels_are_named_and_sit_in_the_table_after_the_state():
+    assert catalog.amp_unscale("float16") == "amp_unscale<half_t>"
+    assert catalog.update_scale() == "update_scale<float>"
+    assert catalog.advance_steps() == f"advance_steps<{catalog.STEP_LIST_MAX}>"
+    assert catalog.dtype_of(catalog.advance_steps()) is None
+    assert catalog.TABLE_STEP == catalog.TABLE_STATE2 + catalog.MULTI_TENSOR_MAX
+    assert catalog.TABLE_FOUND_INF == catalog.TABLE_STEP + catalog.MULTI_TENSOR_MAX
+    assert catalog.TABLE_REPLAY_SCALARS == catalog.TABLE_FOUND_INF + 1
+    assert (2 + catalog.STEP_LIST_MAX) * 8 < 4096  # advance_steps' StepList argument

@@ -81,3 +81,31 @@ def test_device_philox_matches_known_answers_on_the_host(tmp_path):
         args = [f"{v:08x}" for v in (*counter, *key)]
         out = subprocess.run([str(exe), *args], capture_output=True, text=True, check=True).stdout.split()
         assert tuple(int(w, 16) for w in out) == expected
+
+
+def test_the_tensor_table_and_step_list_layouts_match_the_catalogue():
+    """kernel_catalog's TABLE_* word offsets (what cupy_backend writes) are where the
+    compiler puts the fields of tensor_table.cuh's TensorTable, and amp.cu's StepList
+    has the size advance_steps' host words have."""
+    program = _nvrtc_program()
+    fields = {
+        "count": catalog.TABLE_COUNT,
+        "chunk_begin": catalog.TABLE_CHUNK_BEGIN,
+        "size": catalog.TABLE_SIZE,
+        "param": catalog.TABLE_PARAM,
+        "grad": catalog.TABLE_GRAD,
+        "state1": catalog.TABLE_STATE1,
+        "state2": catalog.TABLE_STATE2,
+        "step": catalog.TABLE_STEP,
+        "found_inf": catalog.TABLE_FOUND_INF,
+        "replay_scalars": catalog.TABLE_REPLAY_SCALARS,
+        "scalars": catalog.TABLE_SCALARS,
+    }
+    checks = [f'static_assert(__builtin_offsetof(TensorTable, {f}) == {8 * w}, "{f}");' for f, w in fields.items()]
+    checks.append(f'static_assert(sizeof(TensorTable) == {8 * catalog.TABLE_WORDS}, "TensorTable size");')
+    size = 8 * (2 + catalog.STEP_LIST_MAX)
+    checks.append(f'static_assert(sizeof(StepList<{catalog.STEP_LIST_MAX}>) == {size}, "StepList size");')
+    source = catalog.kernel_source("amp") + "\n" + "\n".join(checks) + "\n"
+    log = io.StringIO()
+    program(source, "layout.cu", (), ()).compile((*catalog.COMPILE_OPTIONS, "-arch=sm_80"), log)
+    assert log.getvalue().strip() == ""

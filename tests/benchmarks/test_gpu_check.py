@@ -74,3 +74,34 @@ def test_a_failing_section_is_recorded_and_the_rest_still_run(gpu_check, tmp_pat
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert "bandwidth exploded" in results["bandwidth"]["error"]
     assert results["steps"]["8-16-4@4"]["gpubp"]["median_ms"] > 0
+
+
+def test_dry_run_has_the_precision_section_and_skip_leaves_it_out(gpu_check, tmp_path):
+    assert gpu_check.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(results["precision"]["rows"]["8-16-4@4"]) == {"fp32", "tf32", "bf16", "fp16"}
+    assert "measured bf16 GEMM rate" in (tmp_path / "gpu_check.md").read_text()
+    skipped = tmp_path / "skipped"
+    assert gpu_check.main(["--dry-run", "--out", str(skipped), "--skip", "precision", "--skip", "jit_steps"]) == 0
+    results = json.loads((skipped / "gpu_check.json").read_text())
+    assert "precision" not in results and "jit_steps" not in results and "steps" in results
+
+
+def test_quick_and_skip_precision_accuracy_reach_the_precision_plan(gpu_check, tmp_path, monkeypatch):
+    from benchmarks import precision
+
+    calls = []
+    monkeypatch.setattr(gpu_check, "precision", lambda *args: calls.append(args) or {})
+    skips = [arg for name in ("steps", "jit_steps", "bandwidth") for arg in ("--skip", name)]
+    argv = ["--dry-run", "--quick", "--out", str(tmp_path), "--skip", "precision_accuracy", *skips]
+    assert gpu_check.main(argv) == 0
+    assert calls == [(False, True, None, False)]  # gpu, quick, data, accuracy
+    monkeypatch.undo()
+    plans = []
+    monkeypatch.setattr(precision, "run", lambda plan, device, data, log: plans.append((plan, device, data)) or {})
+    assert gpu_check.precision(True, True, "/data", False) == {}
+    assert gpu_check.precision(True, False, "/data", True) == {}
+    assert plans == [
+        (precision.make_plan(True, quick=True, accuracy=False), "cuda", "/data"),
+        (precision.make_plan(True), "cuda", "/data"),
+    ]

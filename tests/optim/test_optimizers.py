@@ -143,3 +143,106 @@ def test_zero_grad_keeps_zeroed_gradients_when_asked() -> None:
     assert all(p.grad is g and not g.numpy().any() for p, g in zip(model.parameters(), grads))
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
+
+
+# -- steps a GradScaler may skip on the device (gpubp.amp) ------------------------------
+def found_inf(value: float) -> np.ndarray:
+    """A GradScaler's found_inf, as its step hands it to the optimizer."""
+    return np.full((), value, dtype=np.float32)
+
+
+def amp_step(opt, flag: float | None) -> None:
+    opt._amp_found_inf = None if flag is None else found_inf(flag)
+    try:
+        opt.step()
+    finally:
+        del opt._amp_found_inf
+
+
+AMP_OPTIMIZERS = {
+    "sgd": lambda p: gp.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-2),
+    "nesterov": lambda p: gp.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    "adam": lambda p: gp.optim.Adam(p, lr=0.1),
+    "adamw": lambda p: gp.optim.AdamW(p, lr=0.1),
+}
+
+
+def quadratic_grad(w: gp.Tensor) -> None:
+    w.grad = None
+    weights = gp.tensor(np.arange(1, w.size + 1, dtype=np.float32), device=w.device)
+    (((w - 1) ** 2) * weights).sum().backward()
+
+
+@pytest.mark.parametrize("kind", list(AMP_OPTIMIZERS))
+@pytest.mark.parametrize("size", [3, 5000], ids=["numpy", "c-kernels"])
+def test_steps_skipped_on_the_device_change_nothing_and_do_not_count(kind, size) -> None:
+    """Skipped, clean, skipped, clean: the same as two plain steps (the skipped
+    ones advance no step count and leave the momentum buffer to the first clean one)."""
+
+    def run(flags: list[float | None]) -> tuple[np.ndarray, dict]:
+        w = gp.zeros(size, requires_grad=True)
+        opt = AMP_OPTIMIZERS[kind]([w])
+        for flag in flags:
+            quadratic_grad(w)
+            amp_step(opt, flag)
+        return w.numpy(), opt.state_dict()["state"][0]
+
+    skipping, plain = run([1.0, 0.0, 1.0, 0.0]), run([None, None])
+    np.testing.assert_array_equal(skipping[0], plain[0])
+    assert_same_state(skipping[1], plain[1])
+
+
+def assert_same_state(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_a_stepped_by_scaler_adam_counts_steps_on_the_device() -> None:
+    w = gp.zeros(3, requires_grad=True)
+    opt = gp.optim.Adam([w], lr=0.1)
+    quadratic_grad(w)
+    opt.step()  # a plain step first: the host count moves to the device at the first scaled one
+    for flag in (0.0, 1.0, None):  # counted, skipped, and a plain step after: still on the device
+        quadratic_grad(w)
+        amp_step(opt, flag)
+    step = opt.state[w]["step"]
+    assert isinstance(step, gp.Tensor) and step.shape == () and step.dtype == np.float64 and step.item() == 3
+    assert opt.state_dict()["state"][0]["step"] == 3 and isinstance(opt.state_dict()["state"][0]["step"], int)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_device_step_counts_save_as_numbers_and_load_back(kind) -> None:
+    def run(reload: bool) -> np.ndarray:
+        w = gp.zeros(3, requires_grad=True)
+        opt = AMP_OPTIMIZERS[kind]([w])
+        for i, flag in enumerate([1.0, 0.0, 1.0, 0.0, 0.0]):
+            if reload and i == 3:
+                saved = opt.state_dict()
+                opt.load_state_dict(saved)  # the counts go back to the device
+                fresh = AMP_OPTIMIZERS[kind]([w])
+                fresh.load_state_dict(saved)  # host counts, as saved
+                assert_same_state(opt.state_dict()["state"][0], fresh.state_dict()["state"][0])
+            quadratic_grad(w)
+            amp_step(opt, flag)
+        return w.numpy()
+
+    np.testing.assert_array_equal(run(True), run(False))
+
+
+def test_an_sgd_buffer_saved_before_its_first_clean_step_saves_as_none() -> None:
+    w = gp.zeros(3, requires_grad=True)
+    opt = gp.optim.SGD([w], lr=0.1, momentum=0.9, dampening=0.1)
+    quadratic_grad(w)
+    amp_step(opt, 1.0)
+    assert opt.state_dict()["state"][0] == {"momentum_buffer": None}
+    reference = gp.zeros(3, requires_grad=True)
+    ref_opt = gp.optim.SGD([reference], lr=0.1, momentum=0.9, dampening=0.1)
+    ref_opt.load_state_dict(opt.state_dict())  # a host-counted optimizer fills the buffer at its first step
+    quadratic_grad(w)
+    amp_step(opt, 0.0)
+    quadratic_grad(reference)
+    ref_opt.step()
+    np.testing.assert_array_equal(w.numpy(), reference.numpy())
+    buffer = opt.state_dict()["state"][0]["momentum_buffer"]
+    np.testing.assert_array_equal(buffer, [-2.0, -4.0, -6.0])  # buf = d at its first step, not (1 − dampening)·d
