@@ -180,12 +180,15 @@ def time_group(contenders: dict[str, Builder], plan: Plan, block: int, gpu: bool
             ready[name] = (step, events)
         except Exception:
             entry[name] = {"error": traceback.format_exc()}
+            # At once: a device fault is sticky, and the section may not get to report it.
+            print(f"    {name}: {entry[name]['error'][-1500:]}", flush=True)
     if not ready:
         return entry
     try:
         timings = time_interleaved({n: (s.run, e) for n, (s, e) in ready.items()}, 1, plan.rounds, block)
     except Exception:
         entry["error"] = traceback.format_exc()
+        print(f"    timing: {entry['error'][-1500:]}", flush=True)
         return entry
     for name, timing in timings.items():
         step = ready[name][0]

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("no_process_group")]
 
 
 @pytest.fixture
-def nccl_group() -> None:
+def nccl_group(no_process_group: None) -> None:  # after that check, which a group made first would fail
     reason = nccl.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
