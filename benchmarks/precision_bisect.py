@@ -34,8 +34,8 @@ SUBSETS = {
 def one(precision: str, names: list[str], net_key: str) -> dict:
     """One group of ``names`` at ``precision`` on the 4096 (or 784) net, in this process."""
     from benchmarks import precision as section
-    from benchmarks.precision_steps import tf32_switches
     from benchmarks.mlp import init_params
+    from benchmarks.precision_steps import tf32_switches
 
     net = section.WIDE if net_key == "wide" else section.MEDIUM
     plan = section.make_plan(True, accuracy=False)
