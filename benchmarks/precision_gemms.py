@@ -115,7 +115,7 @@ def _replayable(products: Callable[[], None], backend: Any) -> Callable[[], None
         return products
     products()  # cuBLAS's first call of a shape sets things up: not in the capture
     graph, _ = backend.capture_graph(lambda values: products())
-    return graph.launch
+    return _KeepsInputs(graph.launch, products)
 
 
 def _torch_replayable(products: Callable[[], None], device: str) -> Callable[[], None]:
@@ -131,4 +131,17 @@ def _torch_replayable(products: Callable[[], None], device: str) -> Callable[[],
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         products()
-    return graph.replay
+    return _KeepsInputs(graph.replay, products)
+
+
+class _KeepsInputs:
+    """A graph's replay that also holds the products' closure, and so their input
+    arrays: the graph reads them at every replay, so they must outlive it (freed,
+    their memory would be handed to other work, or back to the driver)."""
+
+    def __init__(self, replay: Callable[[], None], products: Callable[[], None]) -> None:
+        self._replay = replay
+        self._products = products
+
+    def __call__(self) -> None:
+        self._replay()

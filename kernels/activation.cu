@@ -110,14 +110,15 @@ __global__ void act_bwd(const T* g, const T* y, T* dz, long long n) {
 // written) and bias_grad[c] = sum over rows of dz[r, c], for a C-contiguous
 // (rows, cols) matrix.
 //
-// Block (32, 8): 32 columns side by side (coalesced rows), 8 rows at a time.
-// Grid: (column tiles, row chunks). Each block sums its chunk of rows of its
-// columns in a fixed order into partial[chunk][col]. The last block of a
-// column tile to finish (a ticket per tile, reset by that block) adds the
-// chunks' partials in chunk order, so the sum does not depend on which block
-// ran first: the result is the same from run to run. The tickets start at 0
-// and are shared by every launch on the device, which is safe because gpubp
-// queues a device's work on one stream.
+// Block (32, 8): each thread takes two neighbouring columns, so a warp reads 64
+// columns of a row (128 bytes of a 16-bit matrix, one pair per load when cols is
+// even, which keeps every pair aligned), 8 rows at a time. Grid: (64-column tiles,
+// row chunks). Each block sums its chunk of rows of its columns in a fixed order
+// into partial[chunk][col]. The last block of a column tile to finish (a ticket
+// per tile, reset by that block) adds the chunks' partials in chunk order, so the
+// sum does not depend on which block ran first: the result is the same from run
+// to run. The tickets start at 0 and are shared by every launch on the device,
+// which is safe because gpubp queues a device's work on one stream.
 //
 // The sum adds the values as stored (rounded to T), in the arithmetic type,
 // as the twin sums dz: Backend.linear_delta in gpubp/backends/base.py. G is
@@ -127,50 +128,93 @@ template <typename T, int ACT, typename G>
 __global__ void act_bwd_bias(const T* g, const T* y, T* dz, G* bias_grad, typename Num<T>::acc* partial,
                              unsigned int* tickets, long long rows, long long cols, long long rows_per_chunk) {
     typedef typename Num<T>::acc A;
-    __shared__ A column_sums[8][33];  // 33: no bank conflicts on the transposed read
+    typedef Pack<T, 2> P;
+    __shared__ A column_sums[8][65];  // 65: no bank conflicts on the transposed read
     __shared__ bool last;
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const long long col = (long long)blockIdx.x * 32 + tx;
+    const long long col = (long long)blockIdx.x * 64 + 2 * tx;  // this thread's first column
     const long long begin = (long long)blockIdx.y * rows_per_chunk;
     const long long end = begin + rows_per_chunk < rows ? begin + rows_per_chunk : rows;
-    A sum = A(0);
+    // Pairs are loaded whole when every row's pair at col is aligned: cols even and
+    // the arrays aligned to a pair (a view may start anywhere).
+    const unsigned long long addresses = (unsigned long long)g | (unsigned long long)y | (unsigned long long)dz;
+    const bool pairs = (cols & 1) == 0 && addresses % sizeof(P) == 0;
+    A sum0 = A(0), sum1 = A(0);
     if (col < cols) {
+        const bool both = col + 1 < cols;
 #pragma unroll 4
         for (long long r = begin + ty; r < end; r += 8) {
             const long long i = r * cols + col;
-            T d;
-            if (ACT) {
-                d = Num<T>::store(act_backward<ACT>(Num<T>::load(g[i]), Num<T>::load(y[i])));
-                dz[i] = d;
+            T d0, d1;
+            if (pairs) {
+                const P gv = *reinterpret_cast<const P*>(g + i);
+                if (ACT) {
+                    const P yv = *reinterpret_cast<const P*>(y + i);
+                    P dv;
+                    dv.v[0] = Num<T>::store(act_backward<ACT>(Num<T>::load(gv.v[0]), Num<T>::load(yv.v[0])));
+                    dv.v[1] = Num<T>::store(act_backward<ACT>(Num<T>::load(gv.v[1]), Num<T>::load(yv.v[1])));
+                    *reinterpret_cast<P*>(dz + i) = dv;
+                    d0 = dv.v[0];
+                    d1 = dv.v[1];
+                } else {
+                    d0 = gv.v[0];
+                    d1 = gv.v[1];
+                }
             } else {
-                d = g[i];
+                d0 = ACT ? Num<T>::store(act_backward<ACT>(Num<T>::load(g[i]), Num<T>::load(y[i]))) : g[i];
+                if (ACT) dz[i] = d0;
+                if (both) {
+                    d1 = ACT ? Num<T>::store(act_backward<ACT>(Num<T>::load(g[i + 1]), Num<T>::load(y[i + 1])))
+                             : g[i + 1];
+                    if (ACT) dz[i + 1] = d1;
+                } else {
+                    d1 = Num<T>::store(A(0));
+                }
             }
-            sum += Num<T>::load(d);
+            sum0 += Num<T>::load(d0);
+            sum1 += Num<T>::load(d1);
         }
     }
-    column_sums[ty][tx] = sum;
+    column_sums[ty][2 * tx] = sum0;
+    column_sums[ty][2 * tx + 1] = sum1;
     __syncthreads();
-    A chunk_sum = A(0);
+    // Thread (tx, 0) finishes columns tx and tx + 32 of the tile: each sums its 8 row groups in order.
+    const long long out_a = (long long)blockIdx.x * 64 + tx, out_b = out_a + 32;
+    A chunk_a = A(0), chunk_b = A(0);
     if (ty == 0) {
 #pragma unroll
-        for (int k = 0; k < 8; ++k) chunk_sum += column_sums[k][tx];
+        for (int k = 0; k < 8; ++k) {
+            chunk_a += column_sums[k][tx];
+            chunk_b += column_sums[k][tx + 32];
+        }
     }
     if (gridDim.y == 1) {  // one chunk: no partials to combine
-        if (ty == 0 && col < cols) bias_grad[col] = Num<G>::store(chunk_sum);
+        if (ty == 0) {
+            if (out_a < cols) bias_grad[out_a] = Num<G>::store(chunk_a);
+            if (out_b < cols) bias_grad[out_b] = Num<G>::store(chunk_b);
+        }
         return;
     }
-    if (ty == 0 && col < cols) partial[blockIdx.y * cols + col] = chunk_sum;
+    if (ty == 0) {
+        if (out_a < cols) partial[blockIdx.y * cols + out_a] = chunk_a;
+        if (out_b < cols) partial[blockIdx.y * cols + out_b] = chunk_b;
+    }
     __threadfence();  // the partials are visible device-wide before the ticket is taken
     __syncthreads();
     if (tx == 0 && ty == 0) last = atomicAdd(&tickets[blockIdx.x], 1u) == gridDim.y - 1;
     __syncthreads();
     if (last && ty == 0) {
-        if (col < cols) {
+        // volatile: read from L2, where the other blocks' partials are, not from a stale L1 line.
+        const volatile A* partials = partial;
+        if (out_a < cols) {
             A total = A(0);
-            // volatile: read from L2, where the other blocks' partials are, not from a stale L1 line.
-            const volatile A* partials = partial;
-            for (unsigned int c = 0; c < gridDim.y; ++c) total += partials[c * cols + col];
-            bias_grad[col] = Num<G>::store(total);
+            for (unsigned int c = 0; c < gridDim.y; ++c) total += partials[c * cols + out_a];
+            bias_grad[out_a] = Num<G>::store(total);
+        }
+        if (out_b < cols) {
+            A total = A(0);
+            for (unsigned int c = 0; c < gridDim.y; ++c) total += partials[c * cols + out_b];
+            bias_grad[out_b] = Num<G>::store(total);
         }
         if (tx == 0) tickets[blockIdx.x] = 0u;
     }

@@ -211,16 +211,19 @@ class CupyBackend(Backend):
         if array.dtype == target:
             return array
         source, destination = _FLOAT_NAMES.get(array.dtype), _FLOAT_NAMES.get(target)
-        if "bfloat16" not in (source, destination):
+        if (source, destination) not in catalog.CAST_PAIRS:
+            if "bfloat16" in (source, destination):  # bfloat16 and an integer or bool dtype: through float32
+                return self.astype(self.astype(array, dtypes.float32), dtype)
             return array.astype(target)
-        if source is None or destination is None:  # bfloat16 and an integer or bool dtype: through float32
-            return self.astype(self.astype(array, dtypes.float32), dtype)
         self.activate()
         array = self._contiguous(array)
         out = self._empty(array.shape, target)
         if array.size:
-            name = catalog.cast(source, destination)
-            self.launch("cast", name, array.size, (array, out, np.int64(array.size)))
+            vec = catalog.CAST_VECTOR
+            aligned = array.data.ptr % (vec * array.itemsize) == 0 and out.data.ptr % (vec * out.itemsize) == 0
+            vec = vec if aligned else 1
+            name = catalog.cast(source, destination, vec)
+            self.launch("cast", name, -(-array.size // vec), (array, out, np.int64(array.size)))
         return out
 
     def one(self, shape: tuple[int, ...], dtype: Any) -> Any:
@@ -459,7 +462,7 @@ class CupyBackend(Backend):
         args = (g, y, _NULL if activation is None else delta, bias, partial, self._bias_tickets)
         kernel(
             (tiles, chunks),
-            (catalog.BIAS_TILE, catalog.BLOCK // catalog.BIAS_TILE),
+            catalog.BIAS_THREADS,
             (*args, *map(np.int64, (rows, cols, per_chunk))),
         )
         return delta, bias

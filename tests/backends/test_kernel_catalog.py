@@ -46,7 +46,7 @@ def test_name_expressions_spell_the_template_arguments():
     assert catalog.adam_multi("float32") == "adam_multi<float>"
     assert catalog.act_bwd_bias("float32", None) == "act_bwd_bias<float, 0, float>"
     assert catalog.act_bwd_bias("bfloat16", "relu", "float32") == "act_bwd_bias<bf16_t, 3, float>"
-    assert catalog.cast("float32", "bfloat16") == "cast<float, bf16_t>"
+    assert catalog.cast("float32", "bfloat16", 4) == "cast<float, bf16_t, 4>"
     assert catalog.accumulate_metrics("float64", "int32") == "accumulate_metrics<double, int>"
     assert catalog.dropout_mask("float64") == "dropout_mask<double>"
     assert catalog.write_words() == f"write_words<{catalog.REPLAY_WORDS}>"
@@ -65,8 +65,13 @@ def test_name_expressions_cover_every_dtype_and_are_unique():
     assert len(catalog.name_expressions("activation")) == 4 * (8 + 6 + 4) + 2 * 4
     # 4 dtypes x 2 label types x (forward, backward, metrics)
     assert len(catalog.name_expressions("softmax_xent")) == 4 * 2 * 3
-    # bfloat16 from and to each other float dtype
-    assert len(catalog.name_expressions("cast")) == 6
+    # bfloat16 from and to each other float dtype, float16 from and to float32, at 1 and 4 elements per access
+    assert len(catalog.name_expressions("cast")) == 16
+
+
+def test_bias_gradient_blocks_take_two_columns_a_thread():
+    across, rows = catalog.BIAS_THREADS
+    assert across * 2 == catalog.BIAS_TILE and across * rows == catalog.BLOCK
 
 
 def test_modules_split_each_family_by_dtype_and_cover_every_kernel():
