@@ -53,9 +53,20 @@ def _shape(shape: tuple) -> tuple[int, ...]:
     return tuple(int(n) for n in shape)
 
 
-def _filled(fill: str, shape: tuple, dtype: Any, device: str, requires_grad: bool) -> Tensor:
+def _filled(fill: str, shape: tuple, dtype: Any, device: str, requires_grad: bool, value: Any = None) -> Tensor:
     backend = get_backend(device)
-    out = _wrap(getattr(backend.xp, fill)(_shape(shape), dtype=dtypes.as_dtype(dtype)), backend)
+    dtype = dtypes.as_dtype(dtype)
+    storage = backend.storage_dtype(dtype)
+    if storage == dtype:
+        array = getattr(backend.xp, fill)(_shape(shape), dtype=dtype)
+        if value is not None:
+            array.fill(value)
+    else:  # bfloat16 as raw words (a GPU's): filled in float32, then rounded
+        wide = getattr(backend.xp, fill)(_shape(shape), dtype=dtypes.float32)
+        if value is not None:
+            wide.fill(value)
+        array = backend.astype(wide, dtype)
+    out = _wrap(array, backend)
     out.requires_grad = requires_grad
     return out
 
@@ -71,9 +82,7 @@ def ones(*shape: Shape, dtype: Any = dtypes.float32, device: str = "cpu", requir
 def full(
     shape: Shape, value: float, dtype: Any = dtypes.float32, device: str = "cpu", requires_grad: bool = False
 ) -> Tensor:
-    out = _filled("empty", (shape,), dtype, device, requires_grad)
-    out.data.fill(value)
-    return out
+    return _filled("empty", (shape,), dtype, device, requires_grad, value)
 
 
 def zeros_like(t: Tensor, requires_grad: bool = False) -> Tensor:

@@ -97,8 +97,18 @@ def dlpack(
     if tensor.requires_grad:
         # BufferError is DLPack's "cannot export" (PyTorch raises it for the same reason).
         raise BufferError("can't export a tensor that requires grad through DLPack; use tensor.detach()")
+    _refuse_raw_bfloat16(tensor, "DLPack")
     given = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
     return tensor.data.__dlpack__(**{k: v for k, v in given.items() if v is not None})
+
+
+def _refuse_raw_bfloat16(tensor: Tensor, route: str) -> None:
+    """A GPU's bfloat16 array is uint16 words: exported, a consumer would read integers."""
+    if getattr(tensor.data, "dtype", None) == dtypes.RAW_BFLOAT16:
+        raise TypeError(
+            f"can't export a bfloat16 tensor on {tensor.device} through {route}: CuPy holds it as uint16 words, "
+            "which the consumer would read as integers; export tensor.float() (or .half()) instead"
+        )
 
 
 def dlpack_device(tensor: Tensor) -> tuple[int, int]:
@@ -115,6 +125,7 @@ def cuda_array_interface(tensor: Tensor) -> dict[str, Any]:
         raise AttributeError("a cpu tensor has no __cuda_array_interface__ (it is for CUDA tensors)")
     if tensor.requires_grad:
         raise RuntimeError("can't export a tensor that requires grad through __cuda_array_interface__; use .detach()")
+    _refuse_raw_bfloat16(tensor, "__cuda_array_interface__")
     return tensor.data.__cuda_array_interface__
 
 

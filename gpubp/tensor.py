@@ -396,9 +396,22 @@ class Tensor:
             needs_old = fn in ("__imul__", "__itruediv__")
             return inplace.record(self, lambda old: op(old, old if other is self else other), needs_old)
         value = _operand_array(other, self)
-        getattr(self.data, fn)(value)
-        self.bump_version()
+        self._write(lambda data: getattr(data, fn)(value))
         return self
+
+    def _write(self, change: Callable[[Any], Any]) -> None:
+        """Applies ``change`` to this tensor's array in place and bumps its version.
+        bfloat16 stored as raw words (a GPU's) is changed as float32 and rounded
+        back: NumPy-style writes would treat the words as integers."""
+        data = self.data
+        if data.dtype is not _RAW_BFLOAT16:
+            change(data)
+        else:
+            backend = self._backend
+            wide = backend.astype(data, dtypes.float32)
+            change(wide)
+            backend.copy_into(data, backend.astype(wide, _BFLOAT16))
+        self.bump_version()
 
     def __iadd__(self, other: Any) -> Tensor:
         return self._inplace("__iadd__", other)
@@ -417,8 +430,8 @@ class Tensor:
             if not inplace.writes_itself(self, index, value):
                 inplace.record(self, lambda old: shape_ops.setitem(old, index, value))
             return
-        self.data[_index_arrays(index, self)] = _operand_array(value, self)
-        self.bump_version()
+        where, value = _index_arrays(index, self), _operand_array(value, self)
+        self._write(lambda data: data.__setitem__(where, value))
 
     def copy_(self, source: Any) -> Tensor:
         """Copies ``source`` (same shape and device; any dtype, converted) into this
@@ -428,8 +441,8 @@ class Tensor:
             raise ValueError(f"copy_: shape {tuple(shape)} does not match {self.shape}")
         if self._records(source):
             return inplace.record(self, lambda old: shape_ops.setitem(old, Ellipsis, source))
-        self.data[...] = _operand_array(source, self)
-        self.bump_version()
+        value = _operand_array(source, self)
+        self._write(lambda data: data.__setitem__(Ellipsis, value))
         return self
 
     def fill_(self, value: Any) -> Tensor:
@@ -437,10 +450,10 @@ class Tensor:
         if self._records(value):
             return inplace.record(self, lambda old: shape_ops.setitem(old, Ellipsis, value))
         if isinstance(value, (bool, int, float)):
-            self.data.fill(value)
+            self._write(lambda data: data.fill(value))
         else:
-            self.data[...] = _operand_array(value, self)
-        self.bump_version()
+            value = _operand_array(value, self)
+            self._write(lambda data: data.__setitem__(Ellipsis, value))
         return self
 
     def zero_(self) -> Tensor:
@@ -623,7 +636,7 @@ class Tensor:
 
     # -- comparisons: not differentiable, return new tensors ------
     def _compare(self, fn: str, other: Any) -> Tensor:
-        return _wrap(getattr(self.data, fn)(_operand_array(other, self)), self._backend)
+        return _wrap(getattr(_values(self), fn)(_operand_array(other, self)), self._backend)
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
         return self._compare("__eq__", other)
@@ -1035,12 +1048,19 @@ def _gradient_array(grad: Any, like: Tensor) -> Any:
     return data
 
 
+def _values(t: Tensor) -> Any:
+    """A tensor's array for NumPy-style code: its own, or for bfloat16 stored as raw
+    words (a GPU's) a float32 copy, whose numbers the words stand for."""
+    data = t.data
+    return t._backend.astype(data, dtypes.float32) if data.dtype is _RAW_BFLOAT16 else data
+
+
 def _operand_array(value: Any, like: Tensor) -> Any:
     """The array or scalar to combine with ``like`` in a non-recorded op."""
     if isinstance(value, Tensor):
         if value._backend is not like._backend:
             raise ValueError(f"tensors on different devices ({like.device} and {value.device})")
-        return value.data
+        return _values(value)
     if isinstance(value, np.generic):  # before float: np.float64 subclasses float
         return value.item()
     if isinstance(value, (bool, int, float)):

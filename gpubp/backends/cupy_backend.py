@@ -42,6 +42,7 @@ from gpubp.backends import kernel_catalog as catalog
 from gpubp.backends import philox
 from gpubp.backends.base import Backend
 from gpubp.backends.cublas import GEMM_DTYPES, Cublas
+from gpubp.backends.raw_bfloat16 import RawBfloat16Storage
 
 # Storage dtype -> the kernels' dtype name; bfloat16 is stored as raw uint16 words.
 _FLOAT_NAMES = {
@@ -51,7 +52,7 @@ _FLOAT_NAMES = {
     np.dtype(np.float64): "float64",
 }
 _STORAGE = {dtypes.bfloat16: dtypes.RAW_BFLOAT16}
-_BFLOAT16_ONE = 0x3F80  # 1.0 in bfloat16
+_HALF_CASTS = {("float32", "float16"), ("float16", "float32")}
 _LABEL_NAMES = {np.dtype(np.int32): "int32", np.dtype(np.int64): "int64"}
 _NULL = np.uint64(0)  # a null pointer argument (CuPy passes it by value, 8 bytes)
 _U64 = (1 << 64) - 1
@@ -140,7 +141,7 @@ class _Draw:
         self.threshold, self.scale = threshold, scale
 
 
-class CupyBackend(Backend):
+class CupyBackend(RawBfloat16Storage, Backend):
     """Runs ops on CUDA device ``index`` with CuPy; GEMMs and fused steps use our code."""
 
     name = "cuda"
@@ -202,19 +203,13 @@ class CupyBackend(Backend):
         self._check_label_errors()
         return value
 
-    # -- dtypes: bfloat16 is raw uint16 words, converted by cast.cu ------------------
-    def storage_dtype(self, dtype: np.dtype) -> np.dtype:
-        return _STORAGE.get(dtype, dtype)
-
+    # -- dtypes: bfloat16 is raw uint16 words (RawBfloat16Storage), converted by cast.cu ----
     def astype(self, array: Any, dtype: np.dtype) -> Any:
-        target = _STORAGE.get(dtype, dtype)
-        if array.dtype == target:
-            return array
-        source, destination = _FLOAT_NAMES.get(array.dtype), _FLOAT_NAMES.get(target)
-        if (source, destination) not in catalog.CAST_PAIRS:
-            if "bfloat16" in (source, destination):  # bfloat16 and an integer or bool dtype: through float32
-                return self.astype(self.astype(array, dtypes.float32), dtype)
-            return array.astype(target)
+        if (_FLOAT_NAMES.get(array.dtype), _FLOAT_NAMES.get(dtype)) in _HALF_CASTS:
+            return self._convert(array, dtype)  # float32 <-> float16: cast.cu is faster than CuPy's astype
+        return super().astype(array, dtype)
+
+    def _convert(self, array: Any, target: np.dtype) -> Any:
         self.activate()
         array = self._contiguous(array)
         out = self._empty(array.shape, target)
@@ -222,15 +217,9 @@ class CupyBackend(Backend):
             vec = catalog.CAST_VECTOR
             aligned = array.data.ptr % (vec * array.itemsize) == 0 and out.data.ptr % (vec * out.itemsize) == 0
             vec = vec if aligned else 1
-            name = catalog.cast(source, destination, vec)
+            name = catalog.cast(_FLOAT_NAMES[array.dtype], _FLOAT_NAMES[target], vec)
             self.launch("cast", name, -(-array.size // vec), (array, out, np.int64(array.size)))
         return out
-
-    def one(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        if dtype != dtypes.bfloat16:
-            return super().one(shape, dtype)
-        self.activate()
-        return cupy.full(shape, _BFLOAT16_ONE, dtype=dtypes.RAW_BFLOAT16)
 
     def synchronize(self) -> None:
         self._cuda_device.synchronize()
