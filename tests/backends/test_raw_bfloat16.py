@@ -50,6 +50,7 @@ def same(raw_tensor: gp.Tensor, plain: gp.Tensor) -> None:
     assert raw_tensor.dtype == plain.dtype
     if plain.dtype == BF16:
         assert raw_tensor.data.dtype == RAW
+
     def bits(t: gp.Tensor) -> np.ndarray:
         return np.ascontiguousarray(t.numpy()).reshape(-1).view(np.uint8)
 
