@@ -28,15 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from gpubp import capture
+from gpubp import autocast_mode, capture
 from gpubp import cuda as gp_cuda
 from gpubp.backends import Backend, get_backend
 from gpubp.tensor import Tensor, _wrap
-
-try:  # gp.autocast is a piece of its own: the scaler only asks it which dtype is active
-    from gpubp import autocast_mode as _autocast
-except ImportError:
-    _autocast = None
 
 _FLOAT32 = np.dtype(np.float32)
 
@@ -108,7 +103,7 @@ class GradScaler:
         as recorded ops, so backward gives the scaled gradients."""
         if not self._enabled:
             return outputs
-        dtype = _autocast_dtype(self._backend.device)
+        dtype = autocast_mode.current_dtype(self._backend.device)
         if dtype is not None and str(np.dtype(dtype)) == "bfloat16":
             raise ValueError(
                 f"GradScaler.scale: gp.autocast is active in bfloat16 on {self._backend.device}; bfloat16 has "
@@ -341,13 +336,6 @@ class GradScaler:
         self._backoff_factor = float(state_dict["backoff_factor"])
         self._growth_interval = int(state_dict["growth_interval"])
         self._growth_tracker.data.fill(int(state_dict["_growth_tracker"]))
-
-
-def _autocast_dtype(device: str) -> Any:
-    """The low dtype ``gp.autocast`` gives ops on ``device`` now, or None (also where
-    there is no autocast module)."""
-    current = getattr(_autocast, "current_dtype", None)
-    return None if current is None else current(device)
 
 
 def _raise_parameter_error(optimizer: Any, backend: Backend) -> None:
