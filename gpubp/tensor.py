@@ -991,7 +991,7 @@ def _run_hooks(hooks: list, g: Any, backend: Backend) -> Any:
         if out is not None:
             if not isinstance(out, Tensor):
                 got = f"a {type(out).__name__}"
-            elif out.shape != g.shape or out.dtype != g.dtype or out.backend is not backend:
+            elif out.shape != g.shape or out.data.dtype != g.dtype or out.backend is not backend:
                 got = f"{out.shape} {out.dtype} on {out.device}"
             else:
                 g = out.data
@@ -1043,8 +1043,10 @@ def _gradient_array(grad: Any, like: Tensor) -> Any:
         data = np.asarray(data, dtype=like.dtype)
     if data.shape != like.shape:
         raise ValueError(f"backward: gradient shape {data.shape} does not match tensor shape {like.shape}")
-    if data.dtype != like.dtype:
-        raise TypeError(f"backward: gradient dtype {data.dtype} does not match tensor dtype {like.dtype}")
+    if dtypes.logical(data.dtype) != like.dtype:
+        raise TypeError(
+            f"backward: gradient dtype {dtypes.logical(data.dtype)} does not match tensor dtype {like.dtype}"
+        )
     return data
 
 
@@ -1066,7 +1068,8 @@ def _operand_array(value: Any, like: Tensor) -> Any:
     if isinstance(value, (bool, int, float)):
         return value
     if like.device != "cpu" and isinstance(value, like._backend.array_type):
-        return value  # already on this device (e.g. nn.init filling a CUDA parameter)
+        # Already on this device (e.g. nn.init filling a CUDA parameter); raw bfloat16 words as numbers.
+        return like._backend.astype(value, dtypes.float32) if value.dtype == _RAW_BFLOAT16 else value
     if like.device != "cpu":
         raise ValueError(
             f"cannot combine a {type(value).__name__} with a tensor on {like.device} without a copy; "

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from gpubp import dtypes
+
 # ncclAvg exists from NCCL 2.10 (versions as NCCL codes them: 2.10.0 is 21000).
 _AVG_VERSION = 21000
 
@@ -78,6 +80,8 @@ class NcclBackend:
             np.dtype(np.int64): nccl.NCCL_INT64,
             np.dtype(np.uint8): nccl.NCCL_UINT8,
         }
+        if hasattr(nccl, "NCCL_BFLOAT16"):  # bfloat16's raw words (gpubp.backends.raw_bfloat16), reduced as bfloat16
+            self._dtypes[dtypes.RAW_BFLOAT16] = nccl.NCCL_BFLOAT16
         self._ops = {"sum": nccl.NCCL_SUM, "max": nccl.NCCL_MAX, "min": nccl.NCCL_MIN}
         if nccl.get_version() >= _AVG_VERSION:
             self._ops["avg"] = nccl.NCCL_AVG
@@ -97,10 +101,13 @@ class NcclBackend:
                 f"{what}: the tensor is on cuda:{array.device.id}, but this rank's GPU is {self.device} "
                 "(picked from its local rank); move it there with .to(...)"
             )
+        dtype = dtypes.logical(array.dtype)
         if array.dtype not in self._dtypes:
-            raise TypeError(f"{what}: NCCL cannot reduce {array.dtype} tensors")
-        if op == "avg" and array.dtype.kind != "f":
-            raise TypeError(f"{what}: op 'avg' needs a floating-point tensor, got {array.dtype} (use 'sum')")
+            raise TypeError(f"{what}: NCCL cannot reduce {dtype} tensors")
+        if op == "avg" and not dtypes.is_floating(dtype):
+            raise TypeError(f"{what}: op 'avg' needs a floating-point tensor, got {dtype} (use 'sum')")
+        if op == "avg" and "avg" not in self._ops and array.dtype == dtypes.RAW_BFLOAT16:
+            raise TypeError(f"{what}: op 'avg' of bfloat16 needs NCCL 2.10 or newer (use 'sum', then divide)")
 
     def all_reduce(self, array: Any, op: str) -> None:
         """Reduces ``array`` across the ranks in place, queued (see the module docstring)."""

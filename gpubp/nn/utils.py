@@ -6,8 +6,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
+from gpubp import dtypes
 from gpubp.creation import tensor
 from gpubp.tensor import Tensor, _wrap
 
@@ -41,7 +40,7 @@ def clip_grad_norm_(
     norms = [_norm(g, norm_type) for g in grads]
     norms = [n if g.backend is first else first.receive(n, g.backend) for n, g in zip(norms, grads)]
     total = first.xp.asarray(_vector_norm(first.xp, first.xp.stack(norms), norm_type))
-    norm = _wrap(total, first)
+    norm = _wrap(first.astype(total, grads[0].dtype), first)  # 16-bit gradients: summed in float32, rounded once
     if error_if_nonfinite and not math.isfinite(norm.item()):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be "
@@ -52,7 +51,7 @@ def clip_grad_norm_(
     scale = first.xp.asarray(first.xp.minimum(max_norm / (total + 1e-6), 1.0))
     for g in grads:
         s = scale if g.backend is first else g.backend.receive(scale, first)
-        g *= _wrap(g.backend.xp.asarray(s, dtype=g.dtype), g.backend)
+        g *= _wrap(g.backend.astype(g.backend.xp.asarray(s), g.dtype), g.backend)
     return norm
 
 
@@ -63,15 +62,17 @@ def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float, f
     clip_value = float(clip_value)
     for p in params:
         if p.grad is not None:
-            p.grad.backend.xp.clip(p.grad.data, -clip_value, clip_value, out=p.grad.data)
-            p.grad.bump_version()
+            clip = p.grad.backend.xp.clip
+            p.grad._write(lambda data, clip=clip: clip(data, -clip_value, clip_value, out=data))
 
 
 def _norm(g: Tensor, p: float) -> Any:
-    """A gradient's p-norm, a 0-d array of its dtype (float16 sums in float32)."""
+    """A gradient's p-norm, a 0-d array of its dtype, or float32 for a 16-bit gradient
+    (float16 and bfloat16 sum in float32; the total norm is rounded once)."""
     xp, data = g.backend.xp, g.data
-    wide = data.astype(np.float32) if data.dtype == np.float16 else data
-    return xp.asarray(_vector_norm(xp, wide.reshape(-1), p)).astype(data.dtype)
+    if g.dtype in dtypes.HALVES:
+        data = g.backend.astype(data, dtypes.float32)
+    return xp.asarray(_vector_norm(xp, data.reshape(-1), p))
 
 
 def _vector_norm(xp: Any, v: Any, p: float) -> Any:

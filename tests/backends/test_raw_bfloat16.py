@@ -167,3 +167,26 @@ def test_exports_of_raw_words_are_refused(raw):
     a = gp.tensor([1.0], dtype=gp.bfloat16, device=raw)
     with pytest.raises(TypeError, match="uint16 words"):
         a.__dlpack__()
+
+
+def test_an_explicit_gradient_hooks_and_clipping_take_bfloat16(raw):
+    def run(device):
+        gp.manual_seed(0)
+        w = gp.tensor([0.5, -1.25, 2.0, 3.0], dtype=gp.bfloat16, device=device, requires_grad=True)
+        w.register_hook(lambda g: g * 2)
+        out = w * 0.7
+        out.backward(gp.full((4,), 1.5, dtype=gp.bfloat16, device=device))
+        norm = gp.nn.utils.clip_grad_norm_([w], 1.0)
+        gp.nn.utils.clip_grad_value_([w], 0.3)
+        return w.grad, norm
+
+    (grad_a, norm_a), (grad_b, norm_b) = run(raw), run("cpu")
+    same(grad_a, grad_b)
+    same(norm_a, norm_b)
+
+
+def test_init_fills_bfloat16_parameters_with_numbers(raw):
+    weight = gp.zeros(32, 64, dtype=gp.bfloat16, device=raw, requires_grad=True)
+    gp.nn.init.uniform_(weight, -0.5, 0.5)
+    values = weight.float().numpy()
+    assert weight.data.dtype == RAW and -0.5 <= values.min() < -0.4 and 0.4 < values.max() <= 0.5

@@ -38,6 +38,9 @@ def test_collectives_of_one_rank_leave_cuda_tensors_as_they_are() -> None:
     half = gp.tensor([0.5, 1.5], dtype="float16", device="cuda")
     dist.all_reduce(half)
     assert half.dtype == np.float16 and half.tolist() == [0.5, 1.5]
+    brain = gp.tensor([0.5, -1.5], dtype=gp.bfloat16, device="cuda")  # raw words on the GPU, reduced as bfloat16
+    dist.all_reduce(brain, "avg")
+    assert brain.dtype == gp.bfloat16 and brain.tolist() == [0.5, -1.5]
     strided = gp.randn(4, 6, device="cuda")[:, ::2]  # not contiguous: reduced through a copy
     before = strided.numpy()
     dist.all_reduce(strided)
