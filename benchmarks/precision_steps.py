@@ -92,6 +92,7 @@ def build_gpubp_step(
     graph per replay on a GPU). Build and run it inside ``tf32_switches(precision)``."""
     import gpubp as gp
     from benchmarks.gpubp_steps import gpubp_mlp
+    from gpubp.training import autocast_for, backward_and_step
 
     check_precision(precision)
     _check_sgd(net)
@@ -100,22 +101,13 @@ def build_gpubp_step(
     opt = gp.optim.SGD(model.parameters(), lr=SGD_LR, momentum=SGD_MOMENTUM)
     x_host, labels_host = make_batch(net.config)
     x, labels = gp.tensor(x_host, device=device), gp.tensor(labels_host, device=device)
-    half = AUTOCAST.get(precision)
-    # Resolved here, not at import: these APIs are newer than the benchmarks.
-    autocast_dtype = getattr(gp, half) if half else None
     scaler = gp.amp.GradScaler(_device_type(device)) if precision == "fp16" else None
 
-    def step(x: gp.Tensor, labels: gp.Tensor) -> None:
-        with gp.autocast(dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext():
+    def step(x: gp.Tensor, labels: gp.Tensor) -> None:  # the CLI's step, as gpubp.training writes it
+        with autocast_for(precision):
             loss = gp.cross_entropy(model(x), labels)
         opt.zero_grad()
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+        backward_and_step(loss, opt, scaler)
 
     run = gp.jit(step)
 

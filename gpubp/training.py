@@ -234,6 +234,19 @@ def autocast_for(precision: str) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def backward_and_step(loss: gp.Tensor, optimizer: Any, scaler: Any = None) -> None:
+    """``loss.backward()`` and ``optimizer.step()``, through fp16's GradScaler when
+    there is one (the loss scaled, the step unscaled and skipped on inf/NaN, the
+    scale adjusted: all on the device)."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _grad_scaler(device: str) -> Any:
     """fp16's loss scaler on ``device``, with PyTorch's defaults (initial scale 2**16)."""
     from gpubp.amp import GradScaler  # imported when used: only fp16 runs need it
@@ -846,13 +859,7 @@ def _training_step(
             logits = model(xb)
             loss = gp.cross_entropy(logits, yb)
         optimizer.zero_grad()
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        backward_and_step(loss, optimizer, scaler)
         logits, loss = _as_float32(logits), _as_float32(loss)
         totals.backend.accumulate_metrics(totals.data, logits.data, yb.data, loss.data)
         totals.bump_version()

@@ -286,9 +286,7 @@ def var(
     """Variance over ``axis``/``dim``: Σ(a − mean)² / (N − correction), by default
     unbiased (correction 1, as PyTorch; NumPy's ``ddof=0`` is ``correction=0``
     or ``unbiased=False``)."""
-    axis, keepdims = axes_and_keepdims("var", axis, keepdims, dim, keepdim)
-    a = floating(autocast_mode.in_float32(a))
-    return Variance(axis, keepdims, _correction("var", correction, unbiased, ddof), root=False)(a)
+    return _variance("var", a, axis, keepdims, dim, keepdim, correction, unbiased, ddof)
 
 
 def std(
@@ -304,9 +302,14 @@ def std(
 ) -> Tensor:
     """Standard deviation, √var (see ``var`` for the correction); its gradient is
     inf or nan where it is 0, as PyTorch's."""
-    axis, keepdims = axes_and_keepdims("std", axis, keepdims, dim, keepdim)
+    return _variance("std", a, axis, keepdims, dim, keepdim, correction, unbiased, ddof)
+
+
+def _variance(op: str, a: Tensor, axis: Axis, keepdims: Any, dim: Axis, keepdim: Any, *corrections: Any) -> Tensor:
+    """var (op "var") or std ("std"): one Variance op, computed in float32 under autocast."""
+    axis, keepdims = axes_and_keepdims(op, axis, keepdims, dim, keepdim)
     a = floating(autocast_mode.in_float32(a))
-    return Variance(axis, keepdims, _correction("std", correction, unbiased, ddof), root=True)(a)
+    return Variance(axis, keepdims, _correction(op, *corrections), root=op == "std")(a)
 
 
 def argmax(
